@@ -1,0 +1,48 @@
+"""nni-bio: neural-architecture search over bio-inspired learning rules.
+
+The public surface of the rule core (pure PyTorch; no NNI import):
+
+    >>> import nni_bio, torch
+    >>> "usf" in nni_bio.list_rules()
+    True
+    >>> conv = nni_bio.get_rule("usf").conv2d(3, 8, 3, padding=1)
+    >>> conv(torch.randn(1, 3, 8, 8)).shape
+    torch.Size([1, 8, 8, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nni_bio._registry import get_rule as get_rule
+from nni_bio._registry import is_rule as is_rule
+from nni_bio._registry import list_rules as list_rules
+from nni_bio._registry import register_rule as register_rule
+from nni_bio._registry import rule_sources as rule_sources
+from nni_bio._registry import unregister_rule as unregister_rule
+from nni_bio.dfa import enable_dfa as enable_dfa
+from nni_bio.errors import NniBioError as NniBioError
+from nni_bio.errors import UnknownRuleError as UnknownRuleError
+from nni_bio.layers import RuleConv2d as RuleConv2d
+from nni_bio.layers import RuleLayer as RuleLayer
+from nni_bio.layers import RuleLinear as RuleLinear
+from nni_bio.rule import PLUGIN_API_VERSION as PLUGIN_API_VERSION
+from nni_bio.rule import Feedback as Feedback
+from nni_bio.rule import LearningRule as LearningRule
+from nni_bio.rule import RuleInfo as RuleInfo
+from nni_bio.swap import rule_map as rule_map
+from nni_bio.swap import swap_rule as swap_rule
+
+__all__ = [
+    "PLUGIN_API_VERSION", "Feedback", "LearningRule", "NniBioError", "RuleConv2d", "RuleInfo", "RuleLayer",
+    "RuleLinear", "UnknownRuleError", "enable_dfa", "get_rule", "is_rule", "list_rules", "register_rule",
+    "rule_map", "rule_sources", "swap_rule", "unregister_rule",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("nni-bio")
+    raise AttributeError(f"module 'nni_bio' has no attribute {name!r}")

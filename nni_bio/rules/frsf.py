@@ -1,0 +1,36 @@
+"""Fixed random-magnitude sign-concordant feedback (frSF).
+
+Liao, Leibo & Poggio 2016, arXiv 1510.05067. B = |R| * sign(W): the magnitude |R| is an
+Xavier-uniform draw made once and stored (buffer ``magnitude``); the sign follows the current W at
+every forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nni_bio.layers import RuleLayer
+from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
+
+
+class FixedMagnitudeSignFeedback(Feedback):
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.register_buffer("magnitude", xavier_like(weight).abs_())
+
+    def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
+        with torch.no_grad():
+            return torch.sign(weight).mul_(self.magnitude)
+
+
+class FixedRandomSignFeedbackRule(LearningRule):
+    info = RuleInfo(
+        name="frsf",
+        family="feedback",
+        summary="fixed random-magnitude sign-concordant feedback: B = |R| * sign(W), R fixed",
+        paper="Liao, Leibo & Poggio 2016, arXiv 1510.05067",
+    )
+
+    def feedback(self, layer: RuleLayer) -> Feedback:
+        return FixedMagnitudeSignFeedback(layer.weight.detach())
