@@ -1,0 +1,16 @@
+# The two commands of the README. Both create .venv on first use.
+.PHONY: run demo test bench setup
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	.venv/bin/nni-bio demo
+
+demo: run
+
+test: setup
+	.venv/bin/python -m pytest
+
+bench: setup
+	.venv/bin/python benchmarks/rule_overhead.py

@@ -1,0 +1,5 @@
+import sys
+
+from nni_bio.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""Candidate names of op x rule choices, and building the candidate modules (pure PyTorch).
+
+A candidate of a searchable slot is named ``op@rule`` for an op with weights (``sep_conv_3x3@usf``)
+and plain ``op`` for a parameter-free op (``max_pool_3x3``), which gets one candidate whatever the
+rules. The names become ``LayerChoice`` keys, genotype entries and NNI hyperparameter values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from torch import nn
+
+from nni_bio._registry import get_rule
+
+SEPARATOR = "@"
+
+#: builds an op for a rule name (None for parameter-free ops)
+OpBuilder = Callable[[str | None], nn.Module]
+
+
+def candidate_name(op: str, rule: str | None) -> str:
+    """``op@rule``, or ``op`` when the op has no rule."""
+    return op if rule is None else f"{op}{SEPARATOR}{rule}"
+
+
+def parse_candidate(name: str) -> tuple[str, str | None]:
+    """Inverse of :func:`candidate_name`: ``"sep_conv_3x3@usf"`` -> ``("sep_conv_3x3", "usf")``."""
+    op, sep, rule = name.partition(SEPARATOR)
+    return op, (rule if sep else None)
+
+
+def check_rules(rules: Iterable[str]) -> list[str]:
+    """Validate rule names (did-you-mean errors for unknown ones); return them sorted, without duplicates."""
+    names = sorted(set(rules))
+    if not names:
+        raise ValueError("at least one learning rule is needed")
+    for name in names:
+        get_rule(name)
+    return names
+
+
+def op_rule_candidates(
+    ops: Mapping[str, OpBuilder], rules: Iterable[str], parameter_free: Iterable[str] = (),
+) -> dict[str, nn.Module]:
+    """One module per (op, rule) pair, or per op for parameter-free ops, in a deterministic order
+    (ops in the given order, rules sorted)."""
+    rules, free = check_rules(rules), set(parameter_free)
+    out: dict[str, nn.Module] = {}
+    for op, build in ops.items():
+        for rule in [None] if op in free else rules:
+            out[candidate_name(op, rule)] = build(rule)
+    return out

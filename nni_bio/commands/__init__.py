@@ -1,0 +1,1 @@
+"""Sub-commands of the ``nni-bio`` CLI: each module exposes ``register(subparsers)``."""

@@ -1,0 +1,40 @@
+"""scikit-learn's handwritten digits (8x8, 10 classes, 1,797 images), bundled with scikit-learn.
+
+Fixed stratified split (seeded): 1,000 train / 400 validation / 397 test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+TEST_SIZE, VAL_SIZE = 397, 400
+
+
+def _split_indices(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    rest, test = train_test_split(index, test_size=TEST_SIZE, stratify=labels, random_state=0)
+    train, val = train_test_split(rest, test_size=VAL_SIZE, stratify=labels[rest], random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+class DigitsDataset(TensorDataset):
+    """One split of the digits data: float images in [0, 1] of shape (1, 8, 8), int labels.
+
+    The test split is fixed; ``seed`` only changes how the rest divides into train and val.
+    """
+
+    def __init__(self, split: str, seed: int = 0):
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        idx = _split_indices(bunch.target, seed)[split]
+        images = torch.tensor(bunch.images[idx] / 16.0, dtype=torch.float32).unsqueeze(1)
+        super().__init__(images, torch.tensor(bunch.target[idx], dtype=torch.int64))
+
+    def __getitem__(self, i: int):
+        x, y = super().__getitem__(i)
+        return x, int(y)

@@ -1,0 +1,76 @@
+"""The integration layer: learning rules as NNI mutables. The only rule-side module importing ``nni.nas``.
+
+``rule_choice`` makes the rule of one layer searchable; ``op_rule_choice`` makes op and rule of one
+slot searchable together (candidates ``op@rule``). Both are ``LayerChoice`` s keyed by candidate
+names in a deterministic order, so samples, exported genotypes and the NNI web UI carry names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nni_bio import _compat
+
+_compat.apply()
+
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nni_bio._registry import get_rule  # noqa: E402
+from nni_bio.candidates import OpBuilder, check_rules, op_rule_candidates  # noqa: E402
+
+__all__ = ["LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "search_space_json", "freeze"]
+
+
+def rule_choice(kind: str, *, rules: Iterable[str], label: str, **shape: Any) -> LayerChoice:
+    """A layer whose learning rule is searched: one candidate per rule, keyed by rule name.
+
+    Args:
+        kind: ``"linear"`` or ``"conv2d"``.
+        rules: rule names (any registered rule, plugins included).
+        label: the NNI label (the key in samples and in the search-space JSON).
+        **shape: the layer's arguments, as for ``rule.linear`` / ``rule.conv2d``.
+
+    Example:
+        >>> from nni_bio.nas import rule_choice
+        >>> layer = rule_choice("linear", rules=["usf", "fa"], label="fc1", in_features=4, out_features=2)
+        >>> list(layer.names)
+        ['fa', 'usf']
+    """
+    candidates = {}
+    for name in check_rules(rules):
+        rule = get_rule(name)
+        if kind == "linear":
+            candidates[name] = rule.linear(**shape)
+        elif kind == "conv2d":
+            shape = dict(shape)
+            candidates[name] = rule.conv2d(shape.pop("in_channels"), shape.pop("out_channels"),
+                                           shape.pop("kernel_size"), **shape)
+        else:
+            raise ValueError(f"kind must be 'linear' or 'conv2d', not {kind!r}")
+    return LayerChoice(candidates, label=label)
+
+
+def op_rule_choice(ops: Mapping[str, OpBuilder], *, rules: Iterable[str], label: str,
+                   parameter_free: Iterable[str] = ()) -> LayerChoice:
+    """A slot whose op and rule are searched together (candidates ``op@rule``; parameter-free ops once)."""
+    return LayerChoice(op_rule_candidates(ops, rules, parameter_free), label=label)
+
+
+def search_space_json(space: ModelSpace) -> dict[str, dict]:
+    """The HPO search space NNI tuners read (``{label: {"_type": "choice", "_value": [...]}}``)."""
+    return {label: mutable.as_legacy_dict() for label, mutable in sorted(space.simplify().items())}
+
+
+def freeze(space: ModelSpace, sample: Mapping[str, Any]) -> nn.Module:
+    """The concrete network of ``space`` for ``sample``; labels missing from the sample raise."""
+    missing = sorted(set(space.simplify()) - set(sample))
+    if missing:
+        raise ValueError(f"sample lacks labels {missing}; it has {sorted(sample)}")
+    return space.freeze(dict(sample))
+
+
+def dumps_space(space: ModelSpace) -> str:
+    return json.dumps(search_space_json(space), indent=2, sort_keys=True)

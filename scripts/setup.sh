@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or update) the virtual environment at .venv with nni-bio, its pinned dependencies
+# (constraints.txt), the test tools and the example plugin. Safe to run again: it skips the
+# install when nothing it depends on changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3.11}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($python --version)"
+    "$python" -m venv .venv
+fi
+
+stamp=.venv/.nni-bio-setup
+want=$(cat constraints.txt pyproject.toml examples/plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+
+echo "setup: installing nni-bio and its pinned dependencies into .venv (first time: a few minutes)"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/pip install --quiet -c constraints.txt -e ".[test]"
+for plugin in examples/plugins/*/; do
+    [ -f "$plugin/pyproject.toml" ] && .venv/bin/pip install --quiet -c constraints.txt --no-deps -e "$plugin"
+done
+.venv/bin/pip check
+echo "$want" > "$stamp"

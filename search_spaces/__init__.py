@@ -1,0 +1,37 @@
+"""Search spaces over architectures and learning rules (installed as ``nni_bio.search_spaces``).
+
+One ``ModelSpace`` per file; constructor arguments are plain data (rule names as strings), so a
+trial process rebuilds identical candidates. ``get_space(name, **kwargs)`` builds one by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: space name -> "module:class"
+SPACES = {
+    "tiny": "nni_bio.search_spaces.tiny:TinySpace",
+    "rule_per_layer": "nni_bio.search_spaces.rule_per_layer:RulePerLayerSpace",
+    "darts": "nni_bio.search_spaces.darts:DartsSpace",
+    "nb201": "nni_bio.search_spaces.nb201:NB201Space",
+}
+
+
+def space_class(name: str) -> type:
+    """The ModelSpace class registered as ``name``."""
+    if name not in SPACES:
+        import difflib
+
+        from nni_bio.errors import NniBioError
+
+        close = difflib.get_close_matches(name, SPACES, n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise NniBioError(f"unknown search space {name!r}.{hint} Available: {', '.join(SPACES)}")
+    module, _, cls = SPACES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_space(name: str, **kwargs: Any):
+    """Build search space ``name`` with plain-data arguments."""
+    return space_class(name)(**kwargs)

@@ -1,0 +1,1 @@
+"""Search strategies (installed as ``nni_bio.strategies``)."""
