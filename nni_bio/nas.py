@@ -16,6 +16,7 @@ from nni_bio import _compat
 _compat.apply()
 
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace  # noqa: E402
+from nni.mutable import CategoricalMultiple  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nni_bio._registry import get_rule  # noqa: E402
@@ -45,9 +46,9 @@ def rule_choice(kind: str, *, rules: Iterable[str], label: str, **shape: Any) ->
         if kind == "linear":
             candidates[name] = rule.linear(**shape)
         elif kind == "conv2d":
-            shape = dict(shape)
-            candidates[name] = rule.conv2d(shape.pop("in_channels"), shape.pop("out_channels"),
-                                           shape.pop("kernel_size"), **shape)
+            conv = dict(shape)
+            candidates[name] = rule.conv2d(conv.pop("in_channels"), conv.pop("out_channels"),
+                                           conv.pop("kernel_size"), **conv)
         else:
             raise ValueError(f"kind must be 'linear' or 'conv2d', not {kind!r}")
     return LayerChoice(candidates, label=label)
@@ -60,16 +61,31 @@ def op_rule_choice(ops: Mapping[str, OpBuilder], *, rules: Iterable[str], label:
 
 
 def search_space_json(space: ModelSpace) -> dict[str, dict]:
-    """The HPO search space NNI tuners read (``{label: {"_type": "choice", "_value": [...]}}``)."""
-    return {label: mutable.as_legacy_dict() for label, mutable in sorted(space.simplify().items())}
+    """The HPO search space NNI tuners read (``{label: {"_type": "choice", "_value": [...]}}``).
+
+    A one-of-n input choice (``InputChoice``, the inputs of a ``Cell``) becomes a choice over the
+    input indices; :func:`freeze` turns the tuner's index back into NNI's ``[index]``.
+    """
+    return {label: _legacy_dict(mutable) for label, mutable in sorted(space.simplify().items())}
+
+
+def _legacy_dict(mutable: Any) -> dict:
+    if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1:
+        return {"_type": "choice", "_value": list(mutable.values)}
+    return mutable.as_legacy_dict()
 
 
 def freeze(space: ModelSpace, sample: Mapping[str, Any]) -> nn.Module:
     """The concrete network of ``space`` for ``sample``; labels missing from the sample raise."""
-    missing = sorted(set(space.simplify()) - set(sample))
+    mutables = space.simplify()
+    missing = sorted(set(mutables) - set(sample))
     if missing:
         raise ValueError(f"sample lacks labels {missing}; it has {sorted(sample)}")
-    return space.freeze(dict(sample))
+    sample = dict(sample)
+    for label, mutable in mutables.items():  # an HPO tuner gives an input choice as an index
+        if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1 and isinstance(sample[label], int):
+            sample[label] = [sample[label]]
+    return space.freeze(sample)
 
 
 def dumps_space(space: ModelSpace) -> str:

@@ -6,6 +6,7 @@ Each data set lives in its own module (``digits.py``, ``cifar.py``, ``imagenet16
 - ``build(split, data_dir, augment, seed, *, normalize, cutout) -> Dataset``
 - ``check(data_dir) -> DataReport``: validates a copy and says what it found (``nni-bio data check``)
 - ``where(data_dir) -> list[Path]``: the folders it is looked for in (``nni-bio data list``)
+- ``locate(data_dir) -> Path``: the folder in use, found without reading the data (DataError if none)
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class DatasetInfo:
     ``mean``/``std`` are the per-channel normalisation constants (pixels in [0, 1]) that
     ``get_dataset(..., normalize=True)`` applies; ``None`` means the images are left in [0, 1].
     ``builder(split, data_dir, augment, seed, *, normalize, cutout)`` makes the Dataset;
-    ``check(data_dir)`` validates a copy; ``where(data_dir)`` lists the folders searched.
+    ``check(data_dir)`` validates a copy; ``where(data_dir)`` lists the folders searched;
+    ``locate(data_dir)`` returns the folder in use (cheap: no data is read).
     """
 
     name: str
@@ -55,19 +57,24 @@ class DatasetInfo:
     std: tuple[float, ...] | None = None
     check: Callable[[Path | None], DataReport] | None = None
     where: Callable[[Path | None], list[Path]] | None = None
+    locate: Callable[[Path | None], Path] | None = None
 
 
-def _lazy(module: str, attr: str) -> Callable:
-    """``nni_bio.data.<module>.<attr>``, imported on first call (keeps ``import nni_bio.data`` light)."""
+@dataclass(frozen=True)
+class _Lazy:
+    """``nni_bio.data.<module>.<attr>`` (attr may be dotted), imported on first call.
 
-    def call(*args, **kwargs):
-        target = importlib.import_module(f"nni_bio.data.{module}")
-        for part in attr.split("."):
+    Keeps ``import nni_bio.data`` light (no torchvision, no scikit-learn) and stays picklable.
+    """
+
+    module: str
+    attr: str
+
+    def __call__(self, *args, **kwargs):
+        target = importlib.import_module(f"nni_bio.data.{self.module}")
+        for part in self.attr.split("."):
             target = getattr(target, part)
         return target(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = f"{module}.{attr}"
-    return call
 
 
 def _entry(name: str, module: str, num_classes: int, channels: int, image_size: int,
@@ -75,8 +82,9 @@ def _entry(name: str, module: str, num_classes: int, channels: int, image_size: 
     """``module`` is ``"cifar"`` (module-level build/check/where) or ``"cifar:CIFAR10"`` (an object's)."""
     module, _, owner = module.partition(":")
     prefix = f"{owner}." if owner else ""
-    return DatasetInfo(name, num_classes, channels, image_size, builder=_lazy(module, prefix + "build"), mean=mean,
-                       std=std, check=_lazy(module, prefix + "check"), where=_lazy(module, prefix + "where"))
+    return DatasetInfo(name, num_classes, channels, image_size, builder=_Lazy(module, prefix + "build"), mean=mean,
+                       std=std, check=_Lazy(module, prefix + "check"), where=_Lazy(module, prefix + "where"),
+                       locate=_Lazy(module, prefix + "locate"))
 
 
 def _per255(*values: float) -> tuple[float, ...]:
@@ -87,7 +95,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": _entry("digits", "digits", 10, 1, 8, None, None),
     "fashion-mnist": _entry("fashion-mnist", "fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,)),
     "cifar10": _entry("cifar10", "cifar:CIFAR10", 10, 3, 32, _per255(125.3, 123.0, 113.9), _per255(63.0, 62.1, 66.7)),
-    "cifar100": _entry("cifar100", "cifar:CIFAR100", 100, 3, 32, _per255(129.3, 124.1, 112.4), _per255(68.2, 65.4, 70.4)),
+    "cifar100": _entry("cifar100", "cifar:CIFAR100", 100, 3, 32,
+                       _per255(129.3, 124.1, 112.4), _per255(68.2, 65.4, 70.4)),
     "imagenet16-120": _entry("imagenet16-120", "imagenet16", 120, 3, 16,
                              _per255(122.68, 116.66, 104.01), _per255(63.22, 61.26, 65.09)),
     "imagenet": _entry("imagenet", "imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
