@@ -5,9 +5,10 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	.venv/bin/nni-bio demo
+	.venv/bin/nni-bio search examples/digits.yml
 
-demo: run
+demo: setup
+	.venv/bin/nni-bio demo
 
 test: setup
 	.venv/bin/python -m pytest

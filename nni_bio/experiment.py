@@ -144,7 +144,8 @@ def wait(client: RestClient, max_trials: int | None, timeout: float, progress: b
             finished = [t for t in trials if t.status in FINISHED]
             scores = [t.score for t in finished if t.score is not None]
             bar.n = len(finished)
-            bar.set_postfix(best=f"{max(scores):.4f}" if scores else "-", failed=sum(t.status == "FAILED" for t in finished))
+            bar.set_postfix(best=f"{max(scores):.4f}" if scores else "-",
+                            failed=sum(t.status == "FAILED" for t in finished), refresh=False)
             bar.refresh()
             if status.get("status") in ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL"):
                 if status.get("status") == "ERROR":

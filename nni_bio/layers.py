@@ -60,6 +60,9 @@ class Conv2dOp(LayerOp):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def grads(self, g: Tensor, x: Tensor, matrix: Tensor, needs: Needs) -> tuple[Tensor | None, ...]:
+        if x.dim() == 3:  # unbatched (C, H, W) input, which F.conv2d (and nn.Conv2d) accept
+            gx, gw, gb = self.grads(g.unsqueeze(0), x.unsqueeze(0), matrix, needs)
+            return (gx.squeeze(0) if gx is not None else None), gw, gb
         # The weight gradient of a convolution depends on the weight's shape only, so one call with
         # the feedback tensor in W's place gives the substituted input gradient and the exact weight
         # gradient: the same cost as plain backprop.

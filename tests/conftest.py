@@ -1,0 +1,71 @@
+"""Shared fixtures: a fresh rule registry for every test, a fixed seed, and fake plugin distributions."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from nni_bio import _registry
+
+ENV_VARS = ("NNI_BIO_DISABLE_PLUGIN_AUTOLOAD", "NNI_BIO_BLOCK_PLUGINS")
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Rediscover rules before and after each test, with the plugin switches unset."""
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    _registry.reset_registry()
+    yield
+    _registry.reset_registry()
+
+
+@pytest.fixture(autouse=True)
+def seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """Tensors here are tiny: intra-op threads only add overhead (and stall badly on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FakeDistribution = Callable[..., Path]
+
+
+@pytest.fixture
+def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDistribution]:
+    """Factory writing a pip-free distribution: ``<name>-<version>.dist-info`` plus modules, on sys.path.
+
+    ``make(name, rules={"rule_name": "module:attr"}, modules={"module": "source"}, version="1.0")``
+    returns the folder; each distribution gets its own folder (importlib.metadata caches per folder).
+    """
+    created: list[str] = []
+
+    def make(name: str, *, rules: dict[str, str], modules: dict[str, str] | None = None,
+             version: str = "1.0") -> Path:
+        root = tmp_path / f"site-{name}"
+        info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        lines = "".join(f"{rule} = {target}\n" for rule, target in rules.items())
+        (info / "entry_points.txt").write_text(f"[nni_bio.rules]\n{lines}")
+        for module, source in (modules or {}).items():
+            (root / f"{module}.py").write_text(textwrap.dedent(source))
+            created.append(module)
+        monkeypatch.syspath_prepend(str(root))  # also invalidates the import caches
+        _registry.reset_registry()
+        return root
+
+    yield make
+    for module in created:
+        sys.modules.pop(module, None)
