@@ -12,7 +12,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.nni-bio-setup
-want=$(cat constraints.txt pyproject.toml examples/plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+shopt -s nullglob
+plugins=(examples/plugins/*/pyproject.toml)
+want=$(cat constraints.txt pyproject.toml scripts/setup.sh "${plugins[@]}" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -20,8 +22,8 @@ fi
 echo "setup: installing nni-bio and its pinned dependencies into .venv (first time: a few minutes)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/pip install --quiet -c constraints.txt -e ".[test]"
-for plugin in examples/plugins/*/; do
-    [ -f "$plugin/pyproject.toml" ] && .venv/bin/pip install --quiet -c constraints.txt --no-deps -e "$plugin"
+for plugin in "${plugins[@]}"; do
+    .venv/bin/pip install --quiet -c constraints.txt --no-deps -e "$(dirname "$plugin")"
 done
 .venv/bin/pip check
 echo "$want" > "$stamp"
