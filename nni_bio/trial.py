@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +93,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (output / "genotype.json").write_text(json.dumps(genotype, indent=2))
 
     torch.manual_seed(args.seed)
-    model = space_cls.build_network(genotype)
+    # the network at search size (width and depth of the space); `nni-bio train` rebuilds at final size
+    size = {k: v for k, v in genotype["args"].items() if k in ("width", "num_cells", "cells_per_stage", "depth")}
+    model = space_cls.build_network(genotype, **size)
     print(f"architecture: {json.dumps(sample, sort_keys=True)}")
-    print(f"layer rules: {json.dumps(rule_map(model))}", flush=True)
+    rules = rule_map(model)
+    summary = rules if len(rules) <= 12 else dict(Counter(rules.values()))  # a DARTS net has ~60 rule layers
+    print(f"layer rules: {json.dumps(summary)}", flush=True)
 
     train_set = get_dataset(args.dataset, "train", args.data_dir, seed=args.seed)
     if args.train_limit:

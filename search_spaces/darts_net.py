@@ -1,0 +1,333 @@
+"""The DARTS genotype and the final DARTS network built from it (pure PyTorch: no NNI import).
+
+The search space itself is :class:`nni_bio.search_spaces.darts.DartsSpace` (NNI); this module holds
+what a trained or shipped architecture needs: the plain-data genotype format, the candidate lists,
+:func:`build_network` (DARTS' ``NetworkCIFAR`` with rule-aware ops) and :data:`BIODARTS`.
+
+A genotype is JSON::
+
+    {"space": "darts",
+     "args": {constructor arguments of DartsSpace},
+     "sample": {"normal/op_2_0": "skip_connect", "normal/input_2_0": [0], ...},
+     "normal": [["skip_connect", 0], ["skip_connect", 1], ["sep_conv_3x3@frsf", 1], ...],
+     "normal_concat": [2, 3, 4, 5],
+     "reduce": [["max_pool_3x3", 0], ["skip_connect@usf", 1], ...],
+     "reduce_concat": [2, 3, 4, 5]}
+
+``normal``/``reduce`` list two ``[candidate, input_node]`` pairs per intermediate node, node 2
+first; nodes 0 and 1 are the cell inputs c_{k-2} and c_{k-1}. A candidate without ``@rule``
+(``max_pool_3x3``, ``skip_connect``) uses ``args["fixed_rule"]`` wherever it has weights (a
+stride-2 ``skip_connect``). The stem, the cell-input preprocessing (ReLU-Conv-BN 1x1,
+FactorizedReduce), the classifier and the auxiliary head use ``args["fixed_rule"]`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nni_bio._registry import get_rule
+from nni_bio.candidates import candidate_name, check_rules, parse_candidate
+from nni_bio.errors import NniBioError
+from nni_bio.ops import (DARTS_OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN, bio_weight_split, build_op,
+                         check_op, drop_path, supports)
+
+SPACE = "darts"
+DEFAULT_RULES = ("usf", "brsf", "frsf", "fa")
+
+#: constructor arguments of DartsSpace and their defaults (the paper's search supernet)
+DEFAULT_ARGS: dict[str, Any] = {
+    "in_channels": 3, "num_classes": 10, "width": 16, "num_cells": 8, "num_nodes": 4, "stem_multiplier": 3,
+    "rules": list(DEFAULT_RULES), "ops": list(DARTS_OPS), "fixed_rule": "usf", "reduce_skip_rules": False,
+}
+CELL_TYPES = ("normal", "reduce")
+OPS_PER_NODE = 2
+NUM_INPUTS = 2
+
+
+class GenotypeError(NniBioError, ValueError):
+    """A genotype or sample that does not fit the space."""
+
+
+def full_args(args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor arguments with defaults filled in, as JSON-ready plain data (lists, not tuples)."""
+    args = dict(args or {})
+    unknown = sorted(set(args) - set(DEFAULT_ARGS))
+    if unknown:
+        raise GenotypeError(f"unknown DARTS space arguments {unknown}; known: {', '.join(DEFAULT_ARGS)}")
+    out = {**DEFAULT_ARGS, **args}
+    out["rules"], out["ops"] = list(out["rules"]), [check_op(op) for op in out["ops"]]
+    get_rule(out["fixed_rule"])
+    return out
+
+
+def reduction_cells(num_cells: int) -> set[int]:
+    """Indices of the reduction cells: L//3 and 2L//3, as in DARTS."""
+    return {num_cells // 3, 2 * num_cells // 3}
+
+
+def cell_candidates(args: Mapping[str, Any], cell_type: str) -> list[str]:
+    """Candidate names of every op slot of a cell type, in the space's order (ops as given, rules sorted).
+
+    Parameter-free ops are one candidate. Pairs a rule cannot build (a sep/dil conv with a rule
+    without grouped-conv support) are left out. ``skip_connect`` is one candidate (Identity at stride 1, a
+    FactorizedReduce with ``fixed_rule`` at stride 2), except in reduction cells when
+    ``reduce_skip_rules`` is true: then ``skip_connect@rule`` per rule.
+    """
+    args = full_args(args)
+    rules = check_rules(args["rules"])
+    per_rule = lambda op: op not in PARAMETER_FREE and (  # noqa: E731
+        op != "skip_connect" or (cell_type == "reduce" and args["reduce_skip_rules"]))
+    return [candidate_name(op, rule) for op in args["ops"]
+            for rule in ([r for r in rules if supports(op, r)] if per_rule(op) else [None])]
+
+
+def labels(num_nodes: int, cell_type: str) -> list[tuple[str, str]]:
+    """(op label, input label) of every slot, node by node: ``("normal/op_2_0", "normal/input_2_0")``, ..."""
+    return [(f"{cell_type}/op_{i}_{k}", f"{cell_type}/input_{i}_{k}")
+            for i in range(NUM_INPUTS, NUM_INPUTS + num_nodes) for k in range(OPS_PER_NODE)]
+
+
+def _input_index(value: Any) -> int:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise GenotypeError(f"an op slot takes exactly one input, got {value!r}")
+        value = value[0]
+    return int(value)
+
+
+def export_genotype(sample: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Turn an NNI sample of :class:`DartsSpace` into a JSON-serializable genotype (see module doc).
+
+    Args:
+        sample: ``{label: value}`` from ``space.freeze``/``simplify`` sampling, an NNI tuner or a
+            one-shot export; input choices may be ``[j]`` or ``j``.
+        args: the space's constructor arguments (missing ones take their defaults).
+
+    Raises:
+        GenotypeError: a label is missing, a candidate is not in the space, an input is out of range.
+    """
+    args = full_args(args)
+    genotype: dict[str, Any] = {"space": SPACE, "args": args, "sample": {}}
+    for cell_type in CELL_TYPES:
+        allowed = cell_candidates(args, cell_type)
+        edges = []
+        for op_label, input_label in labels(args["num_nodes"], cell_type):
+            missing = [label for label in (op_label, input_label) if label not in sample]
+            if missing:
+                raise GenotypeError(f"sample lacks {missing}; it has {sorted(sample)}")
+            op, j = str(sample[op_label]), _input_index(sample[input_label])
+            node = int(op_label.rsplit("_", 2)[1])
+            if op not in allowed:
+                raise GenotypeError(f"{op_label}={op!r} is not a candidate of the {cell_type} cell: {allowed}")
+            if not 0 <= j < node:
+                raise GenotypeError(f"{input_label}={j} is out of range: node {node} takes inputs 0..{node - 1}")
+            genotype["sample"][op_label], genotype["sample"][input_label] = op, [j]
+            edges.append([op, j])
+        genotype[cell_type] = edges
+        genotype[f"{cell_type}_concat"] = list(range(NUM_INPUTS, NUM_INPUTS + args["num_nodes"]))
+    genotype["sample"] = dict(sorted(genotype["sample"].items()))
+    return genotype
+
+
+def sample_from_edge_weights(weights: Mapping[str, Mapping[str, float]], num_nodes: int = 4, *,
+                             exclude: Iterable[str] = ("none",)) -> dict[str, Any]:
+    """DARTS' derivation rule: per node keep the two incoming edges whose best non-``none`` op weighs
+    most, and take that op on each.
+
+    Args:
+        weights: ``{"normal/3_1": {candidate: weight}, ...}`` (edge ``cell/target_source``), i.e. what
+            NNI's DARTS ``strategy.oneshot_module.export_probs()`` returns for a ``Cell``.
+        num_nodes: intermediate nodes per cell.
+        exclude: candidates never chosen.
+    """
+    exclude = set(exclude)
+    sample: dict[str, Any] = {}
+    for cell_type in CELL_TYPES:
+        for i in range(NUM_INPUTS, NUM_INPUTS + num_nodes):
+            best = []
+            for j in range(i):
+                edge = weights.get(f"{cell_type}/{i}_{j}")
+                if edge is None:
+                    raise GenotypeError(f"weights lack edge {cell_type}/{i}_{j}; have {sorted(weights)}")
+                op, w = max(((o, w) for o, w in edge.items() if o not in exclude), key=lambda t: t[1])
+                best.append((w, j, op))
+            best.sort(key=lambda t: -t[0])
+            for k, (_, j, op) in enumerate(sorted(best[:OPS_PER_NODE], key=lambda t: t[1])):
+                sample[f"{cell_type}/op_{i}_{k}"], sample[f"{cell_type}/input_{i}_{k}"] = op, [j]
+    return sample
+
+
+# --------------------------------------------------------------------------------------------
+# the final network (DARTS NetworkCIFAR)
+
+
+class DartsCell(nn.Module):
+    """A DARTS cell with a fixed list of ``(candidate, input)`` edges, two per node."""
+
+    def __init__(self, edges: Sequence[Sequence[Any]], concat: Sequence[int], C_prev_prev: int, C_prev: int, C: int,
+                 *, reduction: bool, reduction_prev: bool, fixed_rule: str, affine: bool = True):
+        super().__init__()
+        if len(edges) % OPS_PER_NODE:
+            raise GenotypeError(f"a cell needs {OPS_PER_NODE} edges per node, got {len(edges)} edges")
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(C_prev_prev, C, rule=fixed_rule, affine=affine) if reduction_prev
+                            else ReLUConvBN(C_prev_prev, C, 1, 1, 0, rule=fixed_rule, affine=affine))
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, rule=fixed_rule, affine=affine)
+        self.indices = [int(j) for _, j in edges]
+        self.concat = [int(i) for i in concat]
+        self.ops = nn.ModuleList()
+        for n, (name, j) in enumerate(edges):
+            node = NUM_INPUTS + n // OPS_PER_NODE
+            if not 0 <= int(j) < node:
+                raise GenotypeError(f"edge {n} ({name!r}) takes input {j}, but node {node} takes inputs 0..{node - 1}")
+            stride = 2 if reduction and int(j) < NUM_INPUTS else 1
+            self.ops.append(build_op(name, C, C, stride, rule=fixed_rule, affine=affine))
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for n in range(0, len(self.ops), OPS_PER_NODE):
+            total = 0
+            for op, j in zip(self.ops[n:n + OPS_PER_NODE], self.indices[n:n + OPS_PER_NODE]):
+                h = op(states[j])
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)
+                total = total + h
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS' CIFAR auxiliary tower (input 8x8 after two reductions of 32 px) with rule layers.
+
+    At other input sizes the 5x5/3 average pool becomes an adaptive pool to 2x2.
+    """
+
+    def __init__(self, C: int, num_classes: int, *, rule: str):
+        super().__init__()
+        r = get_rule(rule)
+        self.features = nn.Sequential(
+            r.conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            r.conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
+        )
+        self.classifier = r.linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(x)
+        if x.shape[-2:] == (8, 8):
+            x = nn.functional.avg_pool2d(x, 5, stride=3, padding=0, count_include_pad=False)
+        else:
+            x = nn.functional.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
+class DartsNetwork(nn.Module):
+    """DARTS' ``NetworkCIFAR`` for a genotype: stem, ``num_cells`` cells (reductions at L//3 and
+    2L//3), optional auxiliary head after cell 2L//3, global pooling, classifier.
+
+    Attributes:
+        drop_path_prob: drop-path probability used by :meth:`forward` in training mode (set it
+            from an epoch schedule); Identity ops are never dropped.
+        genotype: the genotype the network was built from.
+    """
+
+    def __init__(self, genotype: Mapping[str, Any], *, width: int, num_cells: int, auxiliary: bool = False,
+                 drop_path_prob: float = 0.0, num_classes: int | None = None, in_channels: int | None = None):
+        super().__init__()
+        args = full_args(genotype.get("args"))
+        num_classes = args["num_classes"] if num_classes is None else num_classes
+        in_channels = args["in_channels"] if in_channels is None else in_channels
+        rule = args["fixed_rule"]
+        self.genotype = dict(genotype)
+        self.num_cells, self.auxiliary, self.drop_path_prob = num_cells, auxiliary, drop_path_prob
+        self._aux_index = 2 * num_cells // 3
+        C_curr = args["stem_multiplier"] * width
+        self.stem = nn.Sequential(get_rule(rule).conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, width
+        reductions, reduction_prev = reduction_cells(num_cells), False
+        self.cells = nn.ModuleList()
+        C_aux = C_prev
+        for i in range(num_cells):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+            cell_type = "reduce" if reduction else "normal"
+            cell = DartsCell(genotype[cell_type], genotype[f"{cell_type}_concat"], C_prev_prev, C_prev, C_curr,
+                             reduction=reduction, reduction_prev=reduction_prev, fixed_rule=rule)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == self._aux_index:
+                C_aux = C_prev
+        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, rule=rule) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = get_rule(rule).linear(C_prev, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        logits_aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self._aux_index and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        if logits_aux is not None:
+            return logits, logits_aux
+        return logits
+
+
+def build_network(genotype: Mapping[str, Any], *, width: int = 36, num_cells: int = 20, auxiliary: bool = False,
+                  drop_path_prob: float = 0.0, num_classes: int | None = None,
+                  in_channels: int | None = None) -> DartsNetwork:
+    """The final DARTS network of ``genotype`` (default: the CIFAR retraining size, C=36, 20 cells).
+
+    In training mode with ``auxiliary=True`` it returns ``(logits, aux_logits)``, else logits.
+    ``num_classes``/``in_channels`` default to the genotype's ``args``.
+
+    Example:
+        >>> import torch
+        >>> from nni_bio.search_spaces.darts_net import BIODARTS, build_network
+        >>> net = build_network(BIODARTS, width=4, num_cells=3)
+        >>> net(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 10])
+    """
+    if genotype.get("space", SPACE) != SPACE:
+        raise GenotypeError(f"genotype is for space {genotype.get('space')!r}, not {SPACE!r}")
+    if "normal" not in genotype or "reduce" not in genotype:
+        genotype = {**export_genotype(genotype["sample"], genotype.get("args")), **genotype}
+    for cell_type in CELL_TYPES:
+        for name, _ in genotype[cell_type]:
+            check_op(parse_candidate(name)[0])
+    return DartsNetwork(genotype, width=width, num_cells=num_cells, auxiliary=auxiliary,
+                        drop_path_prob=drop_path_prob, num_classes=num_classes, in_channels=in_channels)
+
+
+def _biodarts() -> dict[str, Any]:
+    # imanehmz/LR-NAS genotypes.BIODARTS (= BIODARTS2), in nni-bio names: skip_connect_* is Identity in
+    # normal cells (-> skip_connect) and a stride-2 FactorizedReduce in the reduction cell
+    # (skip_connect_u -> skip_connect@usf, now with real uSF convs); sep_conv_3x3_fr -> sep_conv_3x3@frsf, ...
+    normal = [("skip_connect", 0), ("skip_connect", 1), ("sep_conv_3x3@frsf", 1), ("sep_conv_3x3@usf", 2),
+              ("sep_conv_3x3@usf", 0), ("skip_connect", 1), ("sep_conv_3x3@frsf", 1), ("max_pool_3x3", 0)]
+    reduce = [("max_pool_3x3", 0), ("skip_connect@usf", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1),
+              ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("dil_conv_5x5@usf", 3)]
+    sample: dict[str, Any] = {}
+    for cell_type, edges in (("normal", normal), ("reduce", reduce)):
+        for (op_label, input_label), (op, j) in zip(labels(4, cell_type), edges):
+            sample[op_label], sample[input_label] = op, [j]
+    return export_genotype(sample, {"reduce_skip_rules": True})
+
+
+#: The reference genotype of the paper's code (BIODARTS), in nni-bio names, with the search-space
+#: arguments it belongs to (``reduce_skip_rules=True``). Retrain with ``build_network(BIODARTS)``.
+BIODARTS: dict[str, Any] = _biodarts()
+
+__all__ = [
+    "BIODARTS", "DEFAULT_ARGS", "DEFAULT_RULES", "AuxiliaryHead", "DartsCell", "DartsNetwork", "GenotypeError",
+    "bio_weight_split", "build_network", "cell_candidates", "export_genotype", "full_args", "labels",
+    "reduction_cells", "sample_from_edge_weights",
+]
