@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from nni_bio.candidates import parse_candidate
 
@@ -41,8 +42,13 @@ def run(args: argparse.Namespace) -> int:
         code = 1
     else:
         print(f"best trial {best.id}: validation accuracy {best.score:.4f}")
+        # A one-shot trial (python -m nni_bio.oneshot) reports its derived architecture as the final
+        # metric "sample" (a JSON string); its parameters only name the strategy.
+        architecture = json.loads(best.final["sample"]) if "sample" in (best.final or {}) else best.parameters
+        if architecture is not best.parameters:
+            print(f"derived by one-shot strategy {best.final.get('strategy', '?')} (parameters: {best.parameters})")
         print("architecture (slot: op @ learning rule):")
-        for label, value in sorted(best.parameters.items()):
+        for label, value in sorted(architecture.items()):
             op, rule = parse_candidate(str(ex.unwrap_choice(value)))
             print(f"  {label:<24} {op}" + (f"  @ {rule}" if rule else ""))
         code = 0

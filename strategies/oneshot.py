@@ -1,0 +1,199 @@
+"""One-shot search over op x rule spaces, in-process: ``run_oneshot(space, strategy, dataset, epochs)``.
+
+Strategies (``STRATEGIES``; details and semantics in each module):
+
+==========  ==============================================================  ====================
+name        what                                                            layer below learns
+==========  ==============================================================  ====================
+``darts``   DARTS, first order (:mod:`~nni_bio.strategies.darts`)           a blend of rules
+``darts2``  DARTS, second order (unrolled, finite-difference Hessian)       a blend of rules
+``gumbel``  GumbelDARTS (``hard=True``: one-hot straight-through forward)   a blend (hard: one)
+``enas``    ENAS, NNI's RL controller on a path-sampling supernet           one rule
+``egnas``   EG-NAS: CMA-ES on the architecture logits, SGD on the weights   a blend of rules
+==========  ==============================================================  ====================
+
+The supernet is the space converted by NNI's own mutation hooks; the loop is nni-bio's (data split,
+SGD, architecture step, per-epoch evaluation), so every strategy reports the same per-epoch record
+and runs unchanged inside an NNI trial (``python -m nni_bio.oneshot``, see :mod:`nni_bio.oneshot`).
+
+Example:
+    >>> from nni_bio.strategies.oneshot import run_oneshot
+    >>> result = run_oneshot("tiny", "darts", "digits", epochs=1, train_limit=256,
+    ...                      space_args={"width": 4}, arch_lr=3e-3)
+    >>> sorted(result.sample)
+    ['conv1', 'conv2', 'fc']
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from nni_bio.errors import NniBioError
+from nni_bio.strategies.oneshot_base import EpochRecord, OneShotConfig, OneShotStrategy, Search, recalibrated_evaluate
+
+#: strategy name -> ("module:class", default keyword arguments)
+STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "darts": ("nni_bio.strategies.darts:DARTS", {}),
+    "darts2": ("nni_bio.strategies.darts:DARTS", {"unrolled": True}),
+    "gumbel": ("nni_bio.strategies.darts:GumbelDARTS", {}),
+    "enas": ("nni_bio.strategies.enas:ENAS", {}),
+    "egnas": ("nni_bio.strategies.egnas:EGNAS", {}),
+}
+
+
+@dataclass
+class OneShotResult:
+    """The outcome of a one-shot search.
+
+    Attributes:
+        sample: the derived architecture as an NNI sample (``{label: candidate}``).
+        genotype: the space's JSON genotype of ``sample`` (``space_class.export_genotype``).
+        history: one :class:`EpochRecord` per epoch.
+        probs: final noise-free choice probabilities (``{}`` for ENAS: see its controller).
+    """
+
+    space: str
+    strategy: str
+    sample: dict[str, Any]
+    genotype: dict[str, Any]
+    history: list[EpochRecord]
+    probs: dict[str, dict[str, float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "strategy": self.strategy, "sample": self.sample, "genotype": self.genotype,
+                "probs": {k: {str(c): p for c, p in v.items()} for k, v in self.probs.items()},
+                "config": self.config, "history": [asdict(r) for r in self.history]}
+
+
+def strategy_class(name: str) -> tuple[type[OneShotStrategy], dict[str, Any]]:
+    """The strategy class registered as ``name`` and its preset keyword arguments."""
+    if name not in STRATEGIES:
+        close = difflib.get_close_matches(name, STRATEGIES, n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise NniBioError(f"unknown one-shot strategy {name!r}.{hint} Available: {', '.join(STRATEGIES)}")
+    target, preset = STRATEGIES[name]
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls), dict(preset)
+
+
+def make_strategy(name: str, **hparams: Any) -> tuple[OneShotStrategy, OneShotConfig]:
+    """Split ``hparams`` into the shared :class:`OneShotConfig` and the strategy's own arguments."""
+    cls, preset = strategy_class(name)
+    shared = {f.name for f in fields(OneShotConfig)}
+    own = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    for base in cls.__mro__[1:]:  # GumbelDARTS(**kwargs) forwards to DARTS
+        if base is not OneShotStrategy and "__init__" in vars(base):
+            own |= set(inspect.signature(base.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(hparams) - shared - own)
+    if unknown:
+        known = sorted(shared | own)
+        hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, known, n=1)[0]!r}?)"
+                 if difflib.get_close_matches(u, known, n=1) else repr(u) for u in unknown]
+        raise NniBioError(f"strategy {name!r} does not take {', '.join(hints)}; it takes: {', '.join(known)}")
+    try:
+        strategy = cls(**{**preset, **{k: v for k, v in hparams.items() if k in own}})
+    except (TypeError, ValueError) as exc:
+        raise NniBioError(f"strategy {name!r}: {exc}") from exc
+    strategy.name = name
+    return strategy, OneShotConfig(**{k: v for k, v in hparams.items() if k in shared})
+
+
+def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "digits", epochs: int = 10, *,
+                space_args: Mapping[str, Any] | None = None, seed: int = 0, data_dir: str | None = None,
+                on_epoch_end: Callable[[EpochRecord], None] | None = None, **hparams: Any) -> OneShotResult:
+    """Search ``space`` on ``dataset`` with a one-shot ``strategy``; return the derived architecture.
+
+    Args:
+        space: search-space name (``tiny``, ``darts``, ...; see ``nni_bio.search_spaces``).
+        strategy: one of :data:`STRATEGIES`.
+        dataset: data-set name (``digits``, ``cifar10``, ...); the space gets its shape.
+        epochs: search epochs.
+        space_args: extra constructor arguments of the space (e.g. ``{"width": 8, "rules": [...]}``).
+        seed: seeds everything (data split, initialisation, sampling, CMA-ES).
+        data_dir: where user data sets live (default ``$NNI_BIO_DATA``).
+        on_epoch_end: called with each :class:`EpochRecord` (the NNI trial reports from here).
+        **hparams: :class:`~nni_bio.strategies.oneshot_base.OneShotConfig` fields (``lr``, ``batch_size``,
+            ``train_limit``, ``device``, ...) and the strategy's own arguments (``arch_lr``,
+            ``arch_gradient``, ``temperature``, ``population_size``, ...). Unknown names raise.
+
+    Raises:
+        NniBioError: unknown strategy, space or hyperparameter.
+        DivergenceError: the weight loss became NaN/inf.
+    """
+    from nni_bio.data import get_dataset
+    from nni_bio.search_spaces import space_class
+    from nni_bio.strategies.supernet import build_supernet
+    from nni_bio.trial import space_arguments
+    from nni_bio.training import wire_rules
+
+    searcher, config = make_strategy(strategy, **hparams, epochs=epochs, seed=seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # tianshou's replay-buffer sampling
+    random.seed(seed)
+    space_cls = space_class(space)
+    args = space_arguments(space_cls, dict(space_args or {}), dataset)
+    supernet = build_supernet(space_cls(**args), searcher.supernet_kind)
+    wire_rules(supernet.model)  # rules needing the output error (DFA) get the bus
+
+    train_set = get_dataset(dataset, "train", data_dir, seed=seed)
+    if config.train_limit:
+        train_set = Subset(train_set, range(min(config.train_limit, len(train_set))))
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = max(1, min(len(order) - 1, int(round(config.train_portion * len(order)))))
+    val_set = get_dataset(dataset, "val", data_dir, seed=seed)
+    search = Search(supernet, config, Subset(train_set, order[:cut]), Subset(train_set, order[cut:]), val_set)
+    searcher.setup(search)
+
+    history: list[EpochRecord] = []
+    for epoch in range(1, epochs + 1):
+        start, lr = time.perf_counter(), search.lr
+        search.epoch = epoch
+        searcher.epoch_start(epoch)
+        search.model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for x, y in search.train_loader:
+            x, y = x.to(search.device), y.to(search.device)
+            loss, logits = searcher.step(x, y)
+            seen += len(y)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        extra = searcher.epoch_end(epoch)
+        search.scheduler.step()
+        with searcher.evaluating():
+            val_loss, val_acc = search.evaluate()
+        sample = searcher.derive()
+        derived_acc = val_acc if searcher.supernet_kind == "path" else float("nan")
+        if config.eval_derived and searcher.supernet_kind != "path":
+            with supernet.discretized(sample):
+                derived_acc = recalibrated_evaluate(search, 10)[1]
+        probs = supernet.probs() if searcher.supernet_kind != "path" else {}
+        record = EpochRecord(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), val_loss, val_acc, derived_acc,
+                             lr, time.perf_counter() - start, sample, extra, probs)
+        history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    sample = history[-1].sample if history else searcher.derive()
+    genotype = space_cls.export_genotype(sample, args)
+    probs = history[-1].probs if history else {}
+    return OneShotResult(space, strategy, sample, genotype, history, probs,
+                         {**asdict(config), **searcher.hparams(), "space_args": args, "dataset": dataset})
+
+
+__all__ = ["STRATEGIES", "OneShotResult", "make_strategy", "run_oneshot", "strategy_class"]

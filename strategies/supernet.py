@@ -1,0 +1,256 @@
+"""One-shot supernets over op x rule spaces, and what nni-bio's one-shot strategies need on top.
+
+:func:`build_supernet` converts a model space **in place** with NNI's own mutation hooks (the same
+ones NNI's ``DARTS``, ``GumbelDARTS`` and ``RandomOneShot``/``ENAS`` strategies use), so every NNI
+primitive those strategies support works here too: ``LayerChoice`` (every ``rule_choice`` and
+``op_rule_choice``), ``InputChoice`` and ``Cell`` (the DARTS space). Three kinds:
+
+* ``"mixture"``: each choice outputs ``sum_k softmax(alpha)_k * candidate_k(x)`` (DARTS, EG-NAS).
+* ``"gumbel"``: the same with Gumbel-softmax weights (GumbelDARTS; ``hard`` for one-hot forward).
+* ``"path"``: one sampled candidate per choice (ENAS); :meth:`Supernet.resample` picks the path.
+
+:class:`Supernet` adds what NNI keeps private or noisy: the architecture parameters by name, in a
+fixed order (CMA-ES flattens them); noise-free probabilities; the derived architecture (argmax per
+label, DARTS' top-2-incoming-edges rule inside a ``Cell``); a discretised view of the mixture
+supernet for evaluating the derived architecture with the shared weights. The context managers
+:func:`exact_feedback` and :func:`same_feedback_draw` serve the architecture step (see
+:mod:`nni_bio.strategies.darts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nni_bio import nas as _nas  # noqa: F401  (applies nni_bio._compat before NNI is imported below)
+from nni_bio._registry import get_rule
+from nni_bio.layers import RuleLayer
+
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
+from nni.nas.oneshot.pytorch.supermodule.differentiable import (  # noqa: E402
+    DifferentiableMixedCell, DifferentiableMixedInput, DifferentiableMixedLayer, GumbelSoftmax)
+
+KINDS = ("mixture", "gumbel", "path")
+#: candidates never chosen by the DARTS derivation rule inside a cell
+EXCLUDED_IN_CELL = ("none",)
+_OFF = -1.0e4  # a logit whose softmax weight is exactly 0 in float32
+
+
+def build_supernet(space: nn.Module, kind: str) -> Supernet:
+    """Convert ``space`` (an NNI ``ModelSpace``, changed in place) into a one-shot supernet of ``kind``."""
+    from nni.nas.strategy import DARTS, GumbelDARTS, RandomOneShot
+
+    if kind not in KINDS:
+        raise ValueError(f"supernet kind must be one of {KINDS}, not {kind!r}")
+    converter = {"mixture": DARTS, "gumbel": GumbelDARTS, "path": RandomOneShot}[kind]()
+    converter.mutate_model(space)
+    return Supernet(space, kind)
+
+
+class Supernet:
+    """A converted model space (``.model``) with its architecture parameters and derivation rule."""
+
+    def __init__(self, model: nn.Module, kind: str):
+        self.model, self.kind = model, kind
+        self.choices = [m for m in model.modules() if isinstance(m, BaseSuperNetModule)]
+        arch_ids = {id(p) for m in self.choices if hasattr(m, "arch_parameters") for p in m.arch_parameters()}
+        #: architecture parameters by their name in ``model`` (shared ones once), in module order
+        self.arch: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if id(p) in arch_ids}
+        self.weights: list[nn.Parameter] = [p for p in model.parameters() if id(p) not in arch_ids and p.requires_grad]
+        if kind != "path" and not self.arch:
+            raise ValueError("the space has no choices a one-shot strategy could search")
+
+    # -- architecture parameters ------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.arch.values())
+
+    def alpha_vector(self) -> Tensor:
+        """All architecture logits, flattened in :attr:`arch` order (a float32 copy on the CPU)."""
+        return torch.cat([p.detach().flatten().float().cpu() for p in self.arch.values()]).clone()
+
+    def set_alpha_vector(self, vector: Tensor) -> None:
+        """Write a flat vector (as from :meth:`alpha_vector`) back into the architecture parameters."""
+        vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
+        if vector.numel() != sum(p.numel() for p in self.arch.values()):
+            raise ValueError(f"alpha vector has {vector.numel()} entries, the supernet "
+                             f"{sum(p.numel() for p in self.arch.values())}")
+        offset = 0
+        with torch.no_grad():
+            for p in self.arch.values():
+                p.copy_(vector[offset:offset + p.numel()].view_as(p).to(p.device))
+                offset += p.numel()
+
+    # -- probabilities and the derived architecture -----------------------------------------------
+
+    def probs(self) -> dict[str, dict[Any, float]]:
+        """Noise-free softmax of every choice: ``{label: {candidate: p}}``; a cell edge is labelled
+        ``cell/target_source`` and its implicit zero op is left out (as NNI's ``export_probs``)."""
+        out: dict[str, dict[Any, float]] = {}
+        for m in self.choices:
+            if isinstance(m, DifferentiableMixedLayer):
+                out.setdefault(m.label, dict(zip(m.names, _softmax(m._arch_alpha))))
+            elif isinstance(m, DifferentiableMixedInput):
+                out.setdefault(m.label, dict(enumerate(_softmax(m._arch_alpha))))
+            elif isinstance(m, DifferentiableMixedCell):
+                for edge, alpha in m._arch_alpha.items():
+                    out.setdefault(edge, dict(zip(m.op_names, _softmax(alpha))))
+        return out
+
+    def derive(self) -> dict[str, Any]:
+        """The derived architecture of a mixture/gumbel supernet as an NNI sample.
+
+        A ``LayerChoice`` takes its most probable candidate, an ``InputChoice`` its ``n_chosen``
+        most probable inputs; inside a ``Cell`` every node keeps the ``num_ops_per_node`` incoming
+        edges whose best non-``none`` op weighs most, each with that op (DARTS' rule, as
+        ``darts_net.sample_from_edge_weights``; NNI's own cell export may pick ``none``).
+        """
+        if self.kind == "path":
+            raise TypeError("a path supernet has no architecture weights: ask its controller (ENAS)")
+        sample: dict[str, Any] = {}
+        for m in self.choices:
+            if isinstance(m, DifferentiableMixedLayer):
+                sample.setdefault(m.label, m.names[int(torch.argmax(m._arch_alpha))])
+            elif isinstance(m, DifferentiableMixedInput):
+                sample.setdefault(m.label, sorted(torch.argsort(-m._arch_alpha.detach())[:m.n_chosen].tolist()))
+            elif isinstance(m, DifferentiableMixedCell):
+                for label, value in _derive_cell(m).items():
+                    sample.setdefault(label, value)
+            else:  # mixed Repeat depths, mixed operations: NNI's argmax export
+                sample.update(m.export(sample))
+        return sample
+
+    @contextlib.contextmanager
+    def discretized(self, sample: dict[str, Any]) -> Iterator[None]:
+        """Temporarily set the logits so the mixture computes exactly ``sample`` (other weights 0)."""
+        saved = self.alpha_vector()
+        try:
+            with torch.no_grad():
+                for m in self.choices:
+                    if isinstance(m, DifferentiableMixedLayer):
+                        _one_hot_(m._arch_alpha, [m.names.index(sample[m.label])])
+                    elif isinstance(m, DifferentiableMixedInput):
+                        _one_hot_(m._arch_alpha, list(sample[m.label]))
+                    elif isinstance(m, DifferentiableMixedCell):
+                        _discretize_cell_(m, sample)
+            with plain_softmax(self.model):
+                yield
+        finally:
+            self.set_alpha_vector(saved)
+
+    # -- path sampling ----------------------------------------------------------------------------
+
+    def resample(self, sample: dict[str, Any]) -> None:
+        """Make a path supernet compute ``sample`` (every label must be present)."""
+        memo = dict(sample)
+        for m in self.choices:
+            m.resample(memo)
+
+
+def _softmax(alpha: Tensor) -> list[float]:
+    return torch.softmax(alpha.detach().float(), -1).tolist()
+
+
+def _one_hot_(alpha: Tensor, indices: list[int]) -> None:
+    alpha.fill_(_OFF)
+    alpha[indices] = 0.0
+
+
+def _derive_cell(cell: DifferentiableMixedCell) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    names = cell.op_names
+    for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes):
+        edges = []
+        for j in range(i):
+            weights = _softmax(cell._arch_alpha[f"{cell.label}/{i}_{j}"])[:len(names)]  # drop the implicit zero
+            allowed = [(w, name) for w, name in zip(weights, names) if name not in EXCLUDED_IN_CELL]
+            if not allowed:
+                raise ValueError(f"cell {cell.label!r} has no candidate besides {EXCLUDED_IN_CELL}")
+            w, name = max(allowed, key=lambda t: t[0])
+            edges.append((w, j, name))
+        kept = sorted(sorted(edges, key=lambda t: -t[0])[:cell.num_ops_per_node], key=lambda t: t[1])
+        for k in range(cell.num_ops_per_node):
+            _, j, name = kept[k % len(kept)]
+            out[f"{cell.label}/op_{i}_{k}"], out[f"{cell.label}/input_{i}_{k}"] = name, [j]
+    return out
+
+
+def _discretize_cell_(cell: DifferentiableMixedCell, sample: dict[str, Any]) -> None:
+    chosen: dict[tuple[int, int], list[int]] = {}
+    for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes):
+        for k in range(cell.num_ops_per_node):
+            j = int(sample[f"{cell.label}/input_{i}_{k}"][0])
+            chosen.setdefault((i, j), []).append(cell.op_names.index(sample[f"{cell.label}/op_{i}_{k}"]))
+    for edge, alpha in cell._arch_alpha.items():
+        i, j = (int(t) for t in edge.rsplit("/", 1)[1].split("_"))
+        if (i, j) in chosen:
+            # An edge chosen twice with two ops sums them: the weights of a sum of two ops are 1 each,
+            # which a softmax cannot express, so keep the shared weight (1/2 each) and note it.
+            _one_hot_(alpha, chosen[(i, j)])
+        elif len(alpha) == len(cell.op_names) + 1:
+            _one_hot_(alpha, [len(cell.op_names)])  # the implicit zero op: the edge contributes nothing
+        elif "none" in cell.op_names:
+            _one_hot_(alpha, [cell.op_names.index("none")])
+        else:
+            raise ValueError(f"cannot switch off edge {edge}: no zero op")
+
+
+# -- contexts for the architecture step -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exact_feedback(model: nn.Module) -> Iterator[None]:
+    """Every rule layer back-propagates exactly (W^T) inside the block; rule state is kept aside
+    and put back afterwards (unlike :func:`nni_bio.swap_rule`, which starts fresh rule state)."""
+    saved = [(m, m.feedback) for m in model.modules() if isinstance(m, RuleLayer)]
+    backprop = get_rule("backprop")
+    try:
+        for layer, _ in saved:
+            layer.feedback = backprop.feedback(layer)
+        yield
+    finally:
+        for layer, feedback in saved:
+            layer.feedback = feedback
+
+
+@contextlib.contextmanager
+def same_feedback_draw(model: nn.Module) -> Iterator[None]:
+    """Forwards inside the block are not training steps for the rules: feedback that is redrawn per
+    step (brSF) keeps its current draw. BatchNorm and everything else stay in their mode."""
+    layers = [m for m in model.modules() if isinstance(m, RuleLayer) and m.training]
+    try:
+        for m in layers:
+            m.training = False
+        yield
+    finally:
+        for m in layers:
+            m.training = True
+
+
+@contextlib.contextmanager
+def plain_softmax(model: nn.Module) -> Iterator[None]:
+    """Gumbel-softmax choices use the noise-free softmax of their logits inside the block."""
+    swapped = [m for m in model.modules() if isinstance(getattr(m, "_softmax", None), GumbelSoftmax)]
+    saved = [m._softmax for m in swapped]
+    try:
+        for m in swapped:
+            m._softmax = nn.Softmax(-1)
+        yield
+    finally:
+        for m, softmax in zip(swapped, saved):
+            m._softmax = softmax
+
+
+def set_gumbel(model: nn.Module, *, tau: float, hard: bool) -> None:
+    """Temperature and hardness of every Gumbel-softmax choice."""
+    for m in model.modules():
+        if isinstance(m, GumbelSoftmax):
+            m.tau, m.hard = tau, hard
+
+
+__all__ = ["KINDS", "Supernet", "build_supernet", "exact_feedback", "plain_softmax", "same_feedback_draw",
+           "set_gumbel"]
