@@ -35,9 +35,7 @@ from typing import Any
 import torch
 
 from nni_bio.errors import NniBioError
-from nni_bio.training import DivergenceError
-
-EXIT_DIVERGED = 3
+from nni_bio.trial import run_as_trial
 #: command-line options passed to run_oneshot when given (name -> type)
 _HPARAM_FLAGS = {
     "batch_size": int, "lr": float, "lr_min": float, "momentum": float, "weight_decay": float,
@@ -168,19 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nni_bio import _compat
-
-    _compat.filter_warnings()
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DivergenceError as exc:
-        print(f"nni-bio one-shot trial FAILED: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except NniBioError as exc:
-        print(f"nni-bio one-shot trial error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_as_trial(run, parse_args(argv), "one-shot trial")
 
 
 if __name__ == "__main__":

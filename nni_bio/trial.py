@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,20 +130,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return final
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_as_trial(run_fn: Callable[[argparse.Namespace], Any], args: argparse.Namespace, what: str = "trial") -> int:
+    """Run ``run_fn(args)`` and map failures to exit statuses NNI shows: a diverging run exits with
+    :data:`EXIT_DIVERGED`, any other nni-bio error with 2, both with the reason on stderr."""
     from nni_bio import _compat
 
     _compat.filter_warnings()
-    args = parse_args(argv)
     try:
-        run(args)
+        run_fn(args)
     except DivergenceError as exc:
-        print(f"nni-bio trial FAILED: {exc}", file=sys.stderr)
+        print(f"nni-bio {what} FAILED: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
     except NniBioError as exc:
-        print(f"nni-bio trial error: {exc}", file=sys.stderr)
+        print(f"nni-bio {what} error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_as_trial(run, parse_args(argv))
 
 
 if __name__ == "__main__":
