@@ -1,0 +1,209 @@
+"""Multi-trial search from Python: NNI's ``NasExperiment`` with one of its multi-trial strategies.
+
+Every strategy of ``nni.nas.strategy`` that trains architectures one by one, plus nni-bio's policy-gradient
+tuner, on any nni-bio search space::
+
+    from nni_bio.strategies.multi_trial import run_multi_trial
+    result = run_multi_trial("tiny", "evolution", dataset="digits", max_trials=6, epochs=2)
+    print(result.best.metric, result.genotype)
+
+``engine="sequential"`` trains in this process (no NNI manager, no web UI: tests, notebooks, quick runs);
+``engine="ts"`` runs each trial as a process under the NNI manager, with the web UI on ``port`` while the search
+runs. For the YAML route (``nnictl create``) see ``examples/README.md``.
+
+The evaluator is :func:`evaluate`: NNI serializes it into every trial, so it carries only plain arguments and
+builds the data set inside the trial (a data set in the payload fails with "payload too large").
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nni_bio.nas  # noqa: F401  (applies nni_bio._compat before nni.nas: gym alias, GridSearch fix)
+
+__all__ = ["STRATEGIES", "SearchResult", "TrialRecord", "evaluate", "make_strategy", "run_multi_trial"]
+
+_logger = logging.getLogger(__name__)
+
+#: strategy name -> what it is (the names ``run_multi_trial`` accepts)
+STRATEGIES = {
+    "evolution": "nni.nas.strategy.RegularizedEvolution (Real et al. 2019)",
+    "random": "nni.nas.strategy.Random",
+    "tpe": "NNI's TPE tuner (tree-structured Parzen estimator), as nni.nas.strategy.TPE runs it",
+    "rl": "nni.nas.strategy.PolicyBasedRL (PPO with an LSTM controller, tianshou)",
+    "grid": "nni.nas.strategy.GridSearch",
+    "policy_gradient": "nni_bio.strategies.rl.PolicyGradientTuner (the RL tuner of digits-rl.yml) as a NAS strategy",
+}
+
+
+@dataclass
+class TrialRecord:
+    """One trained (or failed) architecture."""
+
+    index: int
+    sample: dict[str, Any]
+    status: str  # NNI's ModelStatus value: "trained", "failed", ...
+    metric: float | None  # final validation accuracy
+    intermediates: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    """What :func:`run_multi_trial` returns: every trial, the best one, and the best genotype."""
+
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+    genotype: dict[str, Any] | None  # space_cls.export_genotype(best.sample, space_args)
+    space_args: dict[str, Any]
+    experiment_id: str
+
+
+def evaluate(model, *, dataset: str = "digits", epochs: int = 2, batch_size: int = 64, lr: float = 0.05,
+             optimizer: str = "sgd", weight_decay: float = 3e-4, grad_clip: float = 5.0, train_limit: int = 0,
+             data_dir: str | None = None, seed: int = 0, device: str | None = None) -> float:
+    """NNI evaluator: train ``model`` with :func:`nni_bio.training.train`, report every epoch and the final result.
+
+    Runs inside the trial, so the data set is loaded here, never shipped with the evaluator.
+    """
+    import nni
+    import torch
+    from torch.utils.data import Subset
+
+    from nni_bio.data import get_dataset
+    from nni_bio.training import TrainConfig, train
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    train_set = get_dataset(dataset, "train", data_dir, seed=seed)
+    if train_limit:
+        train_set = Subset(train_set, range(min(train_limit, len(train_set))))
+    val_set = get_dataset(dataset, "val", data_dir, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                         grad_clip=grad_clip, seed=seed, device=device)
+
+    def report(m) -> None:
+        nni.report_intermediate_result({"default": m.val_acc, "val_loss": m.val_loss, "train_acc": m.train_acc,
+                                        "train_loss": m.train_loss})
+
+    result = train(model, train_set, val_set, config, on_epoch_end=report)
+    nni.report_final_result({"default": result.final.val_acc, "val_loss": result.final.val_loss,
+                             "best_val_acc": result.best_val.val_acc})
+    return result.final.val_acc
+
+
+def make_strategy(name: str, *, max_trials: int, seed: int = 0, **options: Any):
+    """The NNI strategy called ``name`` (see :data:`STRATEGIES`); ``options`` go to its constructor."""
+    from nni.nas import strategy
+
+    if name == "evolution":
+        population = max(2, min(20, max_trials // 2))
+        kwargs = {"population_size": population, "sample_size": max(1, population // 2), "seed": seed}
+        return strategy.RegularizedEvolution(**{**kwargs, **options})
+    if name == "random":
+        return strategy.Random(**{"seed": seed, **options})
+    if name == "tpe":
+        from nni.algorithms.hpo.tpe_tuner import TpeTuner
+
+        from nni_bio.strategies.tuner_strategy import TunerStrategy
+
+        return TunerStrategy(TpeTuner(**{"optimize_mode": "maximize", "seed": seed, **options}))
+    if name == "rl":
+        return strategy.PolicyBasedRL(**{"samples_per_update": max(1, min(20, max_trials // 3)), **options})
+    if name == "grid":
+        return strategy.GridSearch(**{"seed": seed, **options})
+    if name == "policy_gradient":
+        from nni_bio.strategies.rl import PolicyGradientTuner
+        from nni_bio.strategies.tuner_strategy import TunerStrategy
+
+        return TunerStrategy(PolicyGradientTuner(**{"seed": seed, **options}))
+    import difflib
+
+    from nni_bio.errors import NniBioError
+
+    close = difflib.get_close_matches(name, STRATEGIES, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise NniBioError(f"unknown multi-trial strategy {name!r}.{hint} Available: {', '.join(STRATEGIES)}")
+
+
+def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset: str = "digits",
+                    max_trials: int = 8, epochs: int = 2, space_args: dict[str, Any] | None = None,
+                    engine: str = "sequential", seed: int = 0, strategy_args: dict[str, Any] | None = None,
+                    train_args: dict[str, Any] | None = None, data_dir: str | None = None,
+                    port: int | None = None, working_dir: str | Path | None = None,
+                    trial_concurrency: int = 1, trial_gpu_number: int = 0) -> SearchResult:
+    """Search ``space`` with a multi-trial ``strategy``; return every trial and the best genotype.
+
+    Args:
+        space: search space name (``tiny``, ``rule_per_layer``, ``darts``, ``nb201``).
+        strategy: ``evolution``, ``random``, ``tpe``, ``rl``, ``grid`` or ``policy_gradient``.
+        dataset: data set the trials train on (it also sets the space's input shape and classes).
+        max_trials: architectures to train.
+        epochs: training epochs per architecture.
+        space_args: extra space constructor arguments (plain data), e.g. ``{"width": 8, "rules": ["fa", "usf"]}``.
+        engine: ``sequential`` (in this process) or ``ts`` (NNI manager, one process per trial, web UI).
+        seed: seeds the strategy, the model initialisation and the data split.
+        strategy_args: overrides of the strategy's constructor arguments.
+        train_args: more :func:`evaluate` arguments (``batch_size``, ``lr``, ``train_limit``, ``device``...).
+        data_dir: where user data sets live (default ``$NNI_BIO_DATA``); unused for digits.
+        port: web UI port of the ``ts`` engine (default: first free from 8080).
+        working_dir: NNI's experiment directory (default ``~/nni-experiments``).
+        trial_concurrency, trial_gpu_number: ``ts`` engine only.
+
+    Example:
+        >>> result = run_multi_trial("tiny", "random", max_trials=2, epochs=1, space_args={"width": 4})
+        >>> sorted(result.best.sample)
+        ['conv1', 'conv2', 'fc']
+    """
+    import numpy as np
+    import torch
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+
+    from nni_bio.search_spaces import space_class
+    from nni_bio.trial import space_arguments
+
+    if engine not in ("sequential", "ts"):
+        raise ValueError(f"engine must be 'sequential' or 'ts', not {engine!r}")
+    space_cls = space_class(space)
+    args = space_arguments(space_cls, dict(space_args or {}), dataset)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model_space = space_cls(**args)
+    evaluator = FunctionalEvaluator(evaluate, **{"dataset": dataset, "epochs": epochs, "data_dir": data_dir,
+                                                 "seed": seed, **(train_args or {})})
+    search = make_strategy(strategy, max_trials=max_trials, seed=seed, **(strategy_args or {}))
+
+    config = NasExperimentConfig(engine, "simplified", "local" if engine == "ts" else None)
+    config.max_trial_number = max_trials
+    if engine == "sequential":
+        config.execution_engine.continue_on_failure = True  # a diverging architecture fails, the search goes on
+    else:
+        config.trial_concurrency = trial_concurrency
+        config.trial_gpu_number = trial_gpu_number
+        config.training_service.use_active_gpu = trial_gpu_number > 0
+    if working_dir is not None:
+        config.experiment_working_directory = str(working_dir)
+    experiment = NasExperiment(model_space, evaluator, search, config)
+    try:
+        if engine == "ts":
+            from nni_bio.experiment import free_port
+
+            experiment.run(port=port or free_port())
+        else:
+            experiment.run()
+        trials = [TrialRecord(index, dict(model.sample or {}), model.status.value,
+                              None if model.metric is None else float(model.metric),
+                              [_scalar(m) for m in model.metrics.intermediates])
+                  for index, model in enumerate(search.list_models(sort=False))]  # before stop: ts forgets them
+    finally:
+        experiment.stop()  # run() leaves it to atexit
+    scored = [t for t in trials if t.metric is not None]
+    best = max(scored, key=lambda t: t.metric) if scored else None
+    genotype = space_cls.export_genotype(best.sample, args) if best else None
+    return SearchResult(trials, best, genotype, args, experiment.id)
+
+
+def _scalar(metric: Any) -> float:
+    return float(metric["default"] if isinstance(metric, dict) else metric)

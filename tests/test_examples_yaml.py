@@ -1,0 +1,96 @@
+"""Every experiment YAML in examples/ is a valid NNI config whose shipped search space is up to date."""
+
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_bio.commands.export_space import space_json
+from nni_bio.experiment import load_config
+from nni_bio.search_spaces import SPACES
+from nni_bio.trial import parse_args
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CONFIGS = sorted(EXAMPLES.glob("*.yml"))
+NAS_FORMAT_TUNERS = {"RegularizedEvolutionTuner"}  # read {"_type": "layer_choice"}; the others read "choice"
+
+
+def space_is_installed(name: str) -> bool:
+    module = SPACES[name].partition(":")[0]
+    return importlib.util.find_spec(module) is not None
+
+
+def trial_arguments(config: dict):
+    """The nni_bio.trial arguments of the config's trialCommand, or None for another entry point."""
+    words = shlex.split(config["trialCommand"])
+    while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
+        words = words[1:]
+    if words[1:3] != ["-m", "nni_bio.trial"]:
+        return None
+    return parse_args(words[3:])  # unknown or malformed options fail here
+
+
+def test_the_multi_trial_examples_exist():
+    names = {path.name for path in CONFIGS}
+    for strategy in ("evolution", "random", "tpe", "rl"):
+        assert f"digits-{strategy}.yml" in names and f"cifar10-{strategy}.yml" in names
+    assert {"digits.yml", "cifar10-remote.yml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_is_valid_for_nni(path, tmp_path):
+    from nni.experiment.config import ExperimentConfig
+
+    config = load_config(path)  # nni-bio's own checks: required fields, search-space file next to it
+    assert config.get("searchSpaceFile") or config.get("searchSpace"), "no search space"
+    raw = yaml.safe_load(path.read_text())
+    for machine in raw["trainingService"].get("machineList", []):
+        assert machine["pythonPath"].endswith("/bin"), "pythonPath is the venv's bin directory"
+        key = tmp_path / "id_key"  # NNI checks that the key file exists; the example's is a placeholder
+        key.write_text("")
+        machine["sshKeyFile"] = str(key)
+    for name in ("searchSpaceFile", "trialCodeDirectory"):
+        if name in raw:
+            raw[name] = str((path.parent / raw[name]).resolve())
+    if "codeDirectory" in raw["tuner"]:
+        raw["tuner"]["codeDirectory"] = str((path.parent / raw["tuner"]["codeDirectory"]).resolve())
+    copy = tmp_path / path.name  # with absolute paths, so it validates from tmp_path
+    copy.write_text(yaml.safe_dump(raw))
+    ExperimentConfig.load(copy).canonical_copy()  # what nnictl create validates
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_search_space_is_what_export_space_writes(path):
+    config = load_config(path)
+    args = trial_arguments(config)
+    if args is None or "searchSpaceFile" not in config:
+        pytest.skip(f"{path.name} does not run nni_bio.trial over a search-space file")
+    if not space_is_installed(args.space):
+        pytest.skip(f"search space {args.space!r} is not written yet")
+    fmt = "nas" if config["tuner"].get("name") in NAS_FORMAT_TUNERS else "choice"
+    shipped = json.loads((path.parent / config["searchSpaceFile"]).read_text())
+    expected = space_json(args.space, args.dataset, json.loads(args.space_args), fmt)
+    space_file = config["searchSpaceFile"]
+    fix = f"nni-bio export-space {args.space} --dataset {args.dataset}"
+    fix += f" --space-args '{args.space_args}'" if args.space_args != "{}" else ""
+    fix += " --format nas" if fmt == "nas" else ""
+    assert shipped == expected, f"{space_file} is stale or in the wrong format; regenerate: {fix} -o examples/{space_file}"
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "className" in (yaml.safe_load(p.read_text())["tuner"])],
+                         ids=lambda p: p.name)
+def test_custom_tuners_are_importable_and_accept_their_arguments(path):
+    from nni.tools.package_utils.tuner_factory import create_customized_class_instance
+
+    tuner = yaml.safe_load(path.read_text())["tuner"]
+    assert tuner.get("codeDirectory"), "NNI 3.0 rejects a className tuner without codeDirectory"
+    instance = create_customized_class_instance({**tuner, "codeDirectory": str(path.parent)})  # what the dispatcher does
+    assert type(instance).__name__ == tuner["className"].rsplit(".", 1)[1]
+
+
+def test_search_space_files_are_all_used():
+    used = {load_config(p).get("searchSpaceFile") for p in CONFIGS}
+    assert {p.name for p in EXAMPLES.glob("*.json")} <= used
