@@ -3,14 +3,33 @@
 Plain PyTorch: SGD or Adam, cosine schedule, gradient clipping, optional auxiliary-head loss and
 label smoothing, a validation pass per epoch, and a loud stop when the loss stops being finite.
 Rules that need the network's output error (DFA) are wired automatically.
+
+For longer runs (``nni-bio train``) the same loop also does, when asked:
+
+- mixed precision (``TrainConfig.amp``: ``bf16`` autocast, or ``fp16`` autocast with a GradScaler);
+- scheduled drop path (``TrainConfig.drop_path_prob``: ``model.drop_path_prob`` rises linearly
+  from 0, epoch by epoch, as in DARTS);
+- a checkpoint after every epoch (``checkpoint=PATH``), written atomically, with everything a
+  bit-exact continuation needs: model (brSF step counters are buffers), optimizer, scheduler,
+  scaler, the torch/CUDA/numpy/Python random states and the DataLoader generator (shuffling
+  order; in-process augmentation draws from torch's global generator). ``resume=True`` continues
+  from it and ends with the same weights and metrics as an uninterrupted run of the same seed;
+- per-epoch diagnostics (``diagnose``, e.g. :class:`nni_bio.monitor.Diagnostics`), computed
+  with the random state forked so they never change the training trajectory;
+- DistributedDataParallel when ``torch.distributed`` is initialised (``torchrun``): a
+  DistributedSampler shards the data, rank 0 writes the checkpoint;
+- tqdm progress bars (``TrainConfig.progress``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +38,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from nni_bio._registry import get_rule
 from nni_bio.dfa import enable_dfa, main_output
+from nni_bio.distributed import is_main
 from nni_bio.errors import NniBioError
 from nni_bio.layers import RuleLayer
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: TrainConfig fields a resumed run must share with the checkpoint (they shape the trajectory)
+RESUME_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "grad_clip",
+                 "label_smoothing", "auxiliary_weight", "seed", "amp", "drop_path_prob")
 
 
 class DivergenceError(NniBioError, FloatingPointError):
@@ -43,6 +69,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
+    amp: str = "none"  # "none", "bf16" (autocast) or "fp16" (autocast + GradScaler)
+    drop_path_prob: float = 0.0  # final drop-path probability, reached linearly (needs model.drop_path_prob)
+    progress: bool = False  # tqdm bars for epochs and batches
 
 
 @dataclass
@@ -54,11 +83,13 @@ class EpochMetrics:
     val_acc: float
     lr: float
     seconds: float
+    extra: dict[str, float] = field(default_factory=dict)  # drop-path probability, diagnostics (angles)
 
 
 @dataclass
 class TrainResult:
     history: list[EpochMetrics] = field(default_factory=list)
+    resumed_from: int = 0  # the epoch of the checkpoint a resumed run started from (0: fresh start)
 
     @property
     def final(self) -> EpochMetrics:
@@ -103,15 +134,69 @@ def evaluate(model: nn.Module, loader: DataLoader, device: str = "cpu") -> tuple
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
+def distributed_world_size() -> int:
+    """World size of an initialised ``torch.distributed`` process group, else 0."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _autocast(device: str, amp: str) -> contextlib.AbstractContextManager:
+    if amp not in AMP_DTYPES:
+        raise NniBioError(f"unknown amp mode {amp!r}: use one of {', '.join(AMP_DTYPES)}")
+    if AMP_DTYPES[amp] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def _fork_rng(device: str) -> contextlib.AbstractContextManager:
+    cuda = torch.device(device).type == "cuda"
+    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else [])
+
+
+def _progress(iterable, *, enabled: bool, **kwargs):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
+
+
+def _resume_state(path: Path, config: TrainConfig) -> dict:
+    from nni_bio.checkpoint import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path)
+    saved = state.get("config", {})
+    changed = {k: (saved.get(k), getattr(config, k)) for k in RESUME_FIELDS if saved.get(k) != getattr(config, k)}
+    if changed:
+        diff = ", ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in changed.items())
+        raise CheckpointError(f"cannot resume from {path}: the run was started with other settings ({diff}). "
+                              f"Resume with the original options, or start a new run in another output folder.")
+    return state
+
+
 def train(
     model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig, *,
     on_epoch_end: Callable[[EpochMetrics], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    diagnose: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    checkpoint_extra: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` and evaluate it on ``val_set`` after every epoch.
 
+    Args:
+        on_epoch_end: called with each epoch's metrics (before that epoch's checkpoint is written).
+        on_step: called with (global step, training loss) after every optimizer step.
+        checkpoint: file to write after every epoch (atomically; see :mod:`nni_bio.checkpoint`).
+        resume: continue from ``checkpoint`` if it exists (a fresh start otherwise). The settings
+            listed in :data:`RESUME_FIELDS` must match the checkpoint's.
+        diagnose: ``(model, epoch) -> {name: value}`` run after validation; the values go into
+            ``EpochMetrics.extra``. It runs with the random state forked: it cannot change training.
+        checkpoint_extra: plain data stored in every checkpoint (e.g. how to rebuild the model).
+
     Raises:
         DivergenceError: the loss became NaN/inf (the message says where and what to try).
+        nni_bio.checkpoint.CheckpointError: the checkpoint is unreadable or from other settings.
 
     Example:
         >>> import torch, nni_bio
@@ -122,51 +207,124 @@ def train(
         >>> 0.0 <= result.final.val_acc <= 1.0
         True
     """
+    from nni_bio.checkpoint import CHECKPOINT_VERSION, rng_state, save_checkpoint, set_rng_state
+
     torch.manual_seed(config.seed)
     device = config.device
     model = wire_rules(model.to(device))
+    world = distributed_world_size()
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
-                              num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size)
+    drop_last = len(train_set) > config.batch_size
+    sampler = None
+    if world:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed, drop_last=drop_last)
+        train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                                  num_workers=config.num_workers, drop_last=drop_last)
+    else:
+        train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+                                  num_workers=config.num_workers, drop_last=drop_last)
     val_loader = DataLoader(val_set, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
     optimizer = make_optimizer(model, config)
     steps = max(1, config.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=config.amp == "fp16")
+    autocast = _autocast(device, config.amp)
     result = TrainResult()
-    step = 0
-    for epoch in range(1, config.epochs + 1):
+    step, start_epoch, saved_rng = 0, 1, None
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = _resume_state(checkpoint, config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        result.history = [EpochMetrics(**m) for m in state["history"]]
+        step, start_epoch, saved_rng = int(state["step"]), int(state["epoch"]) + 1, state["rng"]
+        result.resumed_from = int(state["epoch"])
+    schedule_drop_path = config.drop_path_prob > 0
+    if schedule_drop_path and not hasattr(model, "drop_path_prob"):
+        warnings.warn(f"drop_path_prob={config.drop_path_prob} ignored: {type(model).__name__} has no "
+                      f"drop_path_prob attribute", stacklevel=2)
+        schedule_drop_path = False
+    net = model
+    if world:
+        from torch.nn.parallel import DistributedDataParallel
+
+        index = torch.device(device).index
+        net = DistributedDataParallel(model, device_ids=[index] if index is not None else None)
+    main = is_main()
+    epochs = _progress(range(start_epoch, config.epochs + 1), enabled=config.progress and main, desc="epochs",
+                       initial=start_epoch - 1, total=config.epochs)
+    for epoch in epochs:
+        if saved_rng is not None:  # continue the random streams exactly where the checkpoint left them
+            set_rng_state(saved_rng, generator)
+            saved_rng = None
         start, model_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        model.train()
+        extra: dict[str, float] = {}
+        if schedule_drop_path:
+            model.drop_path_prob = config.drop_path_prob * (epoch - 1) / config.epochs
+            extra["drop_path_prob"] = model.drop_path_prob
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
         seen, loss_sum, correct = 0, 0.0, 0
-        for x, y in train_loader:
-            x, y = x.to(device), y.to(device)
-            output = model(x)
-            logits = main_output(output)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if isinstance(output, (tuple, list)) and len(output) > 1 and output[1] is not None:
-                loss = loss + config.auxiliary_weight * F.cross_entropy(output[1], y, label_smoothing=config.label_smoothing)
-            if not math.isfinite(loss.item()):
+        batches = _progress(train_loader, enabled=config.progress and main, desc=f"epoch {epoch}", leave=False)
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast:
+                output = net(x)
+                logits = main_output(output)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                if isinstance(output, (tuple, list)) and len(output) > 1 and output[1] is not None:
+                    loss = loss + config.auxiliary_weight * F.cross_entropy(
+                        output[1], y, label_smoothing=config.label_smoothing)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
                 raise DivergenceError(
-                    f"training diverged at epoch {epoch}, step {step}: loss is {loss.item()}. Lower the learning "
+                    f"training diverged at epoch {epoch}, step {step}: loss is {loss_value}. Lower the learning "
                     f"rate (now {optimizer.param_groups[0]['lr']:.3g}), keep gradient clipping on (grad_clip="
                     f"{config.grad_clip}), or pick another rule for the unstable layers."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if config.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             step += 1
             seen += len(y)
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss_value * len(y)
             correct += (logits.argmax(1) == y).sum().item()
+            batches.set_postfix(loss=f"{loss_value:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
             if on_step is not None:
-                on_step(step, loss.item())
+                on_step(step, loss_value)
+        if world:
+            import torch.distributed as dist
+
+            totals = torch.tensor([seen, loss_sum, correct], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            seen, loss_sum, correct = int(totals[0]), float(totals[1]), int(totals[2])
         val_loss, val_acc = evaluate(model, val_loader, device)
-        metrics = EpochMetrics(epoch, loss_sum / seen, correct / seen, val_loss, val_acc, model_lr,
-                               time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        if diagnose is not None:
+            with _fork_rng(device):
+                extra.update(diagnose(model, epoch))
+        metrics = EpochMetrics(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), val_loss, val_acc, model_lr,
+                               seconds, extra)
         result.history.append(metrics)
+        epochs.set_postfix(train_acc=f"{metrics.train_acc:.3f}", val_acc=f"{val_acc:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(metrics)
+        if checkpoint is not None and main:
+            save_checkpoint(checkpoint, {
+                "version": CHECKPOINT_VERSION, "epoch": epoch, "step": step, "config": asdict(config),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(generator),
+                "history": [asdict(m) for m in result.history], **(checkpoint_extra or {}),
+            })
+    epochs.close()
     return result

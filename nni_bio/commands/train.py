@@ -1,0 +1,159 @@
+"""``nni-bio train``: final training of a searched genotype or a fixed network, DARTS recipe.
+
+Examples::
+
+    nni-bio train --model small-cnn --rule usf --dataset fashion-mnist --epochs 5 --lr 0.05
+    nni-bio train --genotype runs/search/genotype.json --dataset cifar10 --data-dir ~/data \\
+        --width 36 --cells 20 --auxiliary --drop-path 0.2 --cutout 16 --epochs 600 --batch-size 96 --lr 0.025
+    nni-bio train ... --resume                        # continue after an interruption, same result
+    torchrun --nproc_per_node=4 -m nni_bio.cli train ... --device cuda   # DistributedDataParallel
+
+Reports the final-epoch test accuracy and the best validation epoch (never a best-test pick).
+Output (``--output``, default ``runs/<name>``): ``result.json``, ``checkpoint.pt``, ``model.pt``,
+``spec.json``, ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from nni_bio.errors import NniBioError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a genotype or a fixed network to the end (checkpoints, resume)",
+                              description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    net = p.add_argument_group("network")
+    which = net.add_mutually_exclusive_group(required=True)
+    which.add_argument("--genotype", metavar="FILE", help="genotype JSON written by a search (genotype.json)")
+    which.add_argument("--model", metavar="NAME",
+                       help="fixed network: tiny-cnn, small-cnn, lenet, resnet20 (any resnet<6n+2>)")
+    net.add_argument("--rule", default=None, help="rule of every layer (default: backprop for --model; the "
+                     "genotype's own rules for --genotype)")
+    net.add_argument("--rule-map", metavar="JSON", default=None,
+                     help='fnmatch pattern over layer names -> rule, applied after --rule, e.g. \'{"0": "backprop", '
+                          '"*": "usf"}\' (first match wins), or @FILE with that JSON')
+    net.add_argument("--width", type=int, default=None, help="channels (genotype: initial channels C, 36 for DARTS)")
+    net.add_argument("--cells", type=int, default=None, help="genotype networks: number of cells (DARTS: 20)")
+    net.add_argument("--auxiliary", action="store_true", help="auxiliary head (DARTS), loss weight --auxiliary-weight")
+    net.add_argument("--drop-path", type=float, default=0.0, help="final drop-path probability, raised linearly "
+                     "per epoch (models with drop_path_prob: DARTS)")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="digits")
+    data.add_argument("--data-dir", default=None, help="folder of the user copies (default: $NNI_BIO_DATA)")
+    data.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (DARTS: 16); 0 = off")
+    data.add_argument("--no-augment", action="store_true", help="no standard augmentation (crop/flip)")
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
+    data.add_argument("--train-limit", type=int, default=0, help="only the first N training images (smoke runs)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=10)
+    opt.add_argument("--batch-size", type=int, default=64)
+    opt.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    opt.add_argument("--lr", type=float, default=0.025, help="initial learning rate, cosine-annealed to 0 per step")
+    opt.add_argument("--momentum", type=float, default=0.9)
+    opt.add_argument("--weight-decay", type=float, default=3e-4)
+    opt.add_argument("--grad-clip", type=float, default=5.0, help="gradient-norm clip; 0 = off")
+    opt.add_argument("--label-smoothing", type=float, default=None, help="default 0.1 for imagenet, else 0")
+    opt.add_argument("--auxiliary-weight", type=float, default=0.4)
+    opt.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision (autocast; "
+                     "fp16 adds a GradScaler)")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    opt.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--output", default=None, help="output folder (default: runs/<name>)")
+    out.add_argument("--name", default=None, help="run name (default: <model>-<rule>-<dataset>-s<seed>)")
+    out.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars (also off when stderr is no TTY)")
+    out.add_argument("--diagnostics-every", type=int, default=1, help="alignment angles every N epochs (0: off)")
+    out.add_argument("--diagnostics-batch", type=int, default=128, help="validation images used for the angles")
+    out.add_argument("--print-layers", action="store_true", help="print the layer names and rules, then exit")
+    p.set_defaults(run=run)
+
+
+def _rule_map(value: str | None) -> dict[str, str]:
+    if not value:
+        return {}
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NniBioError(f"--rule-map is not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise NniBioError(f"--rule-map must be a JSON object of pattern -> rule name, got {text!r}")
+    return mapping
+
+
+def spec_from_args(args: argparse.Namespace) -> dict:
+    from nni_bio.model_spec import fixed_spec, genotype_spec
+
+    rule_map = _rule_map(args.rule_map)
+    if args.model:
+        if args.cells is not None or args.auxiliary:
+            raise NniBioError("--cells and --auxiliary apply to --genotype networks only")
+        return fixed_spec(args.model, rule=args.rule or "backprop", rule_map=rule_map, width=args.width)
+    path = Path(args.genotype)
+    try:
+        genotype = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NniBioError(f"cannot read genotype {path}: {exc}") from exc
+    return genotype_spec(genotype, width=args.width, cells=args.cells, auxiliary=args.auxiliary, rule=args.rule,
+                         rule_map=rule_map)
+
+
+def default_name(args: argparse.Namespace) -> str:
+    model = args.model or Path(args.genotype).stem
+    rule = args.rule or ("backprop" if args.model else "genotype")
+    return f"{model}-{rule}{'-map' if args.rule_map else ''}-{args.dataset}-s{args.seed}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from nni_bio import distributed
+    from nni_bio.final_training import run_final_training
+    from nni_bio.model_spec import build_model
+    from nni_bio.swap import rule_map
+    from nni_bio.training import TrainConfig
+
+    spec = spec_from_args(args)
+    if args.print_layers:
+        torch.manual_seed(args.seed)
+        for name, rule in rule_map(build_model(spec, args.dataset)).items():
+            print(f"{name:<30} {rule}")
+        return 0
+    device = args.device
+    if distributed.requested():
+        device = distributed.init_from_env(device)
+    progress = not args.no_progress and sys.stderr.isatty()
+    label_smoothing = args.label_smoothing if args.label_smoothing is not None else (
+        0.1 if args.dataset == "imagenet" else 0.0)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                         momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                         label_smoothing=label_smoothing, auxiliary_weight=args.auxiliary_weight, seed=args.seed,
+                         device=device, num_workers=args.workers, amp=args.amp, drop_path_prob=args.drop_path,
+                         progress=progress)
+    output = Path(args.output or Path("runs") / (args.name or default_name(args)))
+    if progress:
+        from tqdm.auto import tqdm
+
+        log = tqdm.write
+    else:
+        def log(line: str) -> None:
+            print(line, flush=True)
+    try:
+        run_final_training(spec, dataset=args.dataset, config=config, output=output, data_dir=args.data_dir,
+                           cutout=args.cutout, augment=not args.no_augment, split_seed=args.split_seed,
+                           resume=args.resume, train_limit=args.train_limit, diagnostics_every=args.diagnostics_every,
+                           diagnostics_batch=args.diagnostics_batch, log=log)
+    finally:
+        distributed.shutdown()
+    return 0

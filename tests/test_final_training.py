@@ -1,0 +1,143 @@
+"""Final training: accuracy, bit-exact resume, drop-path schedule, AMP, DDP smoke, angle monitors."""
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import nni_bio
+from nni_bio.data import get_dataset
+from nni_bio.final_training import load_run, run_final_training
+from nni_bio.model_spec import fixed_spec
+from nni_bio.models import build_fixed_model
+from nni_bio.monitor import Diagnostics, feedback_angles, gradient_angles
+from nni_bio.training import TrainConfig, train
+
+DIGITS = dict(in_channels=1, num_classes=10, image_size=8)
+
+
+def quiet(_line):
+    pass
+
+
+def test_tiny_usf_cnn_reaches_90_percent_on_digits_and_writes_its_folder(tmp_path):
+    summary = run_final_training(fixed_spec("tiny-cnn", rule="usf"), dataset="digits", output=tmp_path,
+                                 config=TrainConfig(epochs=4, lr=0.05), diagnostics_every=2, log=quiet)
+    assert summary["status"] == "complete"
+    assert summary["final"]["test_acc"] >= 0.90  # measured 0.955 (397 test images)
+    assert summary["final"]["epoch"] == 4 and summary["final"]["test_images"] == 397
+    assert 1 <= summary["best_val"]["epoch"] <= 4
+    assert set(summary["rules"].values()) == {"usf"}
+    assert "grad_angle/mean" in summary["history"][1]["extra"] and not summary["history"][0]["extra"]
+    assert json.loads((tmp_path / "result.json").read_text())["final"] == summary["final"]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    model, setup = load_run(tmp_path)
+    assert setup["weights"].endswith("model.pt") and nni_bio.rule_map(model) == summary["rules"]
+
+
+def _mixed_model():
+    torch.manual_seed(0)
+    return build_fixed_model("tiny-cnn", **DIGITS, rule="usf", rule_map={"3": "brsf", "8": "fa"})
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+    train_set, val_set = get_dataset("digits", "train", cutout=3), get_dataset("digits", "val")  # random Cutout
+    config = TrainConfig(epochs=3, seed=5, lr=0.05)
+    diagnose = Diagnostics.from_dataset(val_set, 32)
+    reference = _mixed_model()
+    expected = train(reference, train_set, val_set, config, diagnose=diagnose)
+
+    def kill_in_epoch_3(step, loss):  # dies mid-epoch: the epoch-2 checkpoint is the latest
+        if step == 2 * 15 + 7:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(_mixed_model(), train_set, val_set, config, checkpoint=tmp_path / "c.pt", on_step=kill_in_epoch_3,
+              diagnose=diagnose)
+    torch.manual_seed(1234), torch.rand(7)  # a fresh process starts from other random states
+    resumed = _mixed_model()
+    result = train(resumed, train_set, val_set, config, checkpoint=tmp_path / "c.pt", resume=True, diagnose=diagnose)
+    assert result.resumed_from == 2
+    ref_state, state = reference.state_dict(), resumed.state_dict()
+    assert int(state["3.feedback.step"]) == 3 * 15  # brSF counter: one redraw per training step
+    for key, value in ref_state.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, state[key]), key
+
+    def metrics(history):
+        return [{k: v for k, v in asdict(m).items() if k != "seconds"} for m in history]
+
+    assert metrics(result.history) == metrics(expected.history)
+
+
+def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
+    train_set, val_set = get_dataset("digits", "train"), get_dataset("digits", "val")
+    train(_mixed_model(), train_set, val_set, TrainConfig(epochs=1), checkpoint=tmp_path / "c.pt")
+    with pytest.raises(nni_bio.NniBioError, match="lr"):
+        train(_mixed_model(), train_set, val_set, TrainConfig(epochs=1, lr=0.1), checkpoint=tmp_path / "c.pt",
+              resume=True)
+
+
+def test_diagnostics_never_change_the_trajectory():
+    train_set, val_set = get_dataset("digits", "train", cutout=2), get_dataset("digits", "val")
+    config = TrainConfig(epochs=1)
+    a, b = _mixed_model(), _mixed_model()
+    train(a, train_set, val_set, config)
+    train(b, train_set, val_set, config, diagnose=Diagnostics.from_dataset(val_set, 32))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())
+               if isinstance(x, torch.Tensor))
+
+
+def test_angles_behave_as_the_rules_say():
+    torch.manual_seed(0)
+    net = build_fixed_model("tiny-cnn", **DIGITS, rule_map={"0": "fa", "3": "usf", "8": "backprop"})
+    angles = feedback_angles(net)
+    assert set(angles) == {"0", "3"}  # backprop has no feedback tensor
+    assert 80 < angles["0"] < 100  # fresh random B: about orthogonal to W
+    assert angles["3"] < 60  # sign-concordant
+    x, y = get_dataset("digits", "val")[0][0].expand(16, 1, 8, 8), torch.arange(16) % 10
+    grads = gradient_angles(net, x, y)
+    assert grads["8"] == pytest.approx(0, abs=1e-6)  # top layer: exact error, exact local gradient
+    assert grads["0"] > 1  # below a sign-symmetric layer the error is approximate
+    bp = gradient_angles(nni_bio.swap_rule(net, "backprop"), x, y)
+    assert max(bp.values()) == pytest.approx(0, abs=1e-6)
+
+
+class DropPathNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop_path_prob = 0.0
+        self.body = nn.Sequential(nn.Flatten(), nni_bio.get_rule("usf").linear(64, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_drop_path_rises_linearly_per_epoch():
+    result = train(DropPathNet(), get_dataset("digits", "train"), get_dataset("digits", "val"),
+                   TrainConfig(epochs=4, drop_path_prob=0.2))
+    assert [m.extra["drop_path_prob"] for m in result.history] == pytest.approx([0.0, 0.05, 0.1, 0.15])
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains(amp):
+    result = train(_mixed_model(), get_dataset("digits", "train"), get_dataset("digits", "val"),
+                   TrainConfig(epochs=2, amp=amp))
+    assert result.final.val_acc > 0.5
+
+
+def test_ddp_path_runs_as_a_one_process_gloo_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        result = train(_mixed_model(), get_dataset("digits", "train"), get_dataset("digits", "val"),
+                       TrainConfig(epochs=2), checkpoint=tmp_path / "c.pt")
+    finally:
+        dist.destroy_process_group()
+    assert result.final.val_acc > 0.5 and (tmp_path / "c.pt").is_file()
