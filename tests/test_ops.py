@@ -22,15 +22,6 @@ C = 4
 RULES = nni_bio.list_rules()  # built-ins and any installed plugin
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP spinning on a busy 2-core host costs 100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _weighted_cases():
     for op in OPS:
         for stride in (1, 2):

@@ -22,15 +22,6 @@ from nni_bio.training import wire_rules
 TINY = dict(width=4, num_cells=3)  # cells 1 and 2 are reduction cells
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP spinning on a busy 2-core host costs 100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _sample(space: DartsSpace, k: int) -> dict:
     """Candidate k (modulo the slot's list) on every op slot; input k modulo the node's inputs."""
     sample = {}

@@ -23,15 +23,6 @@ TINY = dict(width=4, cells_per_stage=1)
 ARCH = "|nor_conv_3x3@usf~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1@fa~1|nor_conv_3x3@fa~2|"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP spinning on a busy 2-core host costs 100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _sgd_step(net: nn.Module, in_channels: int = 3) -> float:
     net = wire_rules(net.train())
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
