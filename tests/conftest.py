@@ -69,3 +69,37 @@ def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield make
     for module in created:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def random_search(tmp_path: Path):
+    """Run NNI's Random strategy in-process (sequential engine) on a space.
+
+    Returns ``run(space, score, trials=2) -> (experiment, models)``: ``score(model)`` is the final
+    result each trial reports, ``models`` the networks NNI built; the experiment is stopped.
+    """
+
+    def run(space, score, trials: int = 2):
+        import nni
+        from nni.nas.evaluator import FunctionalEvaluator
+        from nni.nas.experiment import NasExperiment
+        from nni.nas.experiment.config import SequentialEngineConfig
+        from nni.nas.strategy import Random
+
+        seen = []
+
+        def evaluate(model) -> None:
+            seen.append(model)
+            nni.report_final_result(score(model))
+
+        experiment = NasExperiment(space, FunctionalEvaluator(evaluate), Random())
+        experiment.config.execution_engine = SequentialEngineConfig()
+        experiment.config.max_trial_number = trials
+        experiment.config.experiment_working_directory = str(tmp_path)
+        try:
+            experiment.run()
+        finally:
+            experiment.stop()
+        return experiment, seen
+
+    return run

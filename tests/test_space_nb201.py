@@ -144,26 +144,7 @@ def test_one_shot_darts_epoch(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_multi_trial_random_search(tmp_path) -> None:
-    import nni
-    from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.experiment import NasExperiment
-    from nni.nas.experiment.config import SequentialEngineConfig
-    from nni.nas.strategy import Random
-
-    seen = []
-
-    def evaluate(model: nn.Module) -> None:
-        seen.append(model)
-        nni.report_final_result(_sgd_step(model))
-
+def test_multi_trial_random_search(random_search) -> None:
     space = NB201Space(rules=["dfa", "usf"], **TINY)
-    experiment = NasExperiment(space, FunctionalEvaluator(evaluate), Random())
-    experiment.config.execution_engine = SequentialEngineConfig()
-    experiment.config.max_trial_number = 2
-    experiment.config.experiment_working_directory = str(tmp_path)
-    try:
-        experiment.run()
-    finally:
-        experiment.stop()
+    _, seen = random_search(space, _sgd_step)
     assert len(seen) == 2 and all(isinstance(m.network, NB201Network) for m in seen)
