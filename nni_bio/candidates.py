@@ -40,6 +40,27 @@ def check_rules(rules: Iterable[str]) -> list[str]:
     return names
 
 
+def input_layer_rules(rules: Iterable[str]) -> list[str]:
+    """The rules worth searching in a network's first weight layer.
+
+    A rule of family ``backprop``, ``feedback`` or ``direct`` changes only the error a layer sends to
+    its input, and the input of the first layer is the image, which nothing learns from: in that
+    layer all such rules train identically. They collapse into one representative (the first bio rule
+    in sorted order, else ``backprop``), so a space never multiplies its size by choices that cannot
+    change training. Rules that change the layer's own update (family ``local``, e.g. Hebbian) stay.
+
+    Example:
+        >>> input_layer_rules(["usf", "fa", "backprop", "dfa"])
+        ['dfa']
+    """
+    names = check_rules(rules)
+    families = {name: get_rule(name).info.family for name in names}
+    error_only = [n for n in names if families[n] != "local"]
+    own_update = [n for n in names if families[n] == "local"]
+    representative = [n for n in error_only if families[n] != "backprop"][:1] or error_only[:1]
+    return sorted(representative + own_update)
+
+
 def op_rule_candidates(
     ops: Mapping[str, OpBuilder], rules: Iterable[str], parameter_free: Iterable[str] = (),
 ) -> dict[str, nn.Module]:

@@ -3,13 +3,15 @@ rule is searched.
 
 Depth 6n+2: a 3x3 stem conv, three stages of n basic blocks (widths w, 2w, 4w; stride 2 at the
 start of stages 2 and 3, with a 1x1 projection shortcut there) and a linear classifier. Every conv
-and the classifier carry their own rule choice, labelled by position (``stem``, ``s2b0c1``,
-``s2b0proj``, ``fc``...). BatchNorm, ReLU, pooling and the residual adds stay exact, as in every rule.
+and the classifier carry their own rule choice, labelled by position (``s2b0c1``, ``s2b0proj``,
+``fc``...). The stem sees only the image, so it offers just
+:func:`~nni_bio.candidates.input_layer_rules` (one rule, unsearched, unless a rule with its own
+update such as a Hebbian plugin is offered). BatchNorm, ReLU, pooling and the residual adds stay exact, as in every rule.
 
 Example:
     >>> from nni_bio.search_spaces.rule_per_layer import RulePerLayerSpace
-    >>> len(RulePerLayerSpace(depth=8, width=4).simplify())  # 1 stem + 3 stages x 1 block x 2 convs + 2 projections + fc
-    10
+    >>> len(RulePerLayerSpace(depth=8, width=4).simplify())  # 3 stages x 1 block x 2 convs + 2 projections + fc
+    9
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nni_bio._registry import get_rule
+from nni_bio.candidates import input_layer_rules
 from nni_bio.nas import ModelSpace, rule_choice
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
@@ -57,8 +61,12 @@ class RulePerLayerSpace(GenotypeMixin, ModelSpace):
         if (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 (8, 14, 20, 32, 56, ...), got {depth}")
         n, rules = (depth - 2) // 6, list(rules)
-        self.stem = rule_choice("conv2d", rules=rules, label="stem", in_channels=in_channels, out_channels=width,
-                                kernel_size=3, padding=1, bias=False)
+        stem_rules = input_layer_rules(rules)
+        if len(stem_rules) == 1:
+            self.stem = get_rule(stem_rules[0]).conv2d(in_channels, width, 3, padding=1, bias=False)
+        else:
+            self.stem = rule_choice("conv2d", rules=stem_rules, label="stem", in_channels=in_channels,
+                                    out_channels=width, kernel_size=3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(width)
         blocks, c_in = [], width
         for stage in range(3):

@@ -9,15 +9,15 @@ from nni_bio.swap import rule_map
 from test_space_tiny import one_step
 
 
-def test_every_conv_and_the_classifier_have_a_rule_choice():
+def test_every_conv_but_the_stem_and_the_classifier_have_a_rule_choice():
     labels = search_space_json(RulePerLayerSpace(depth=8, width=4, rules=["usf", "fa"]))
-    assert sorted(labels) == sorted(["stem", "fc", "s1b0c1", "s1b0c2", "s2b0c1", "s2b0c2", "s2b0proj",
+    assert sorted(labels) == sorted(["fc", "s1b0c1", "s1b0c2", "s2b0c1", "s2b0c2", "s2b0proj",
                                      "s3b0c1", "s3b0c2", "s3b0proj"])
     assert all(v["_value"] == ["fa", "usf"] for v in labels.values())
 
 
 def test_resnet20_has_the_expected_depth():
-    assert len(search_space_json(RulePerLayerSpace(depth=20, width=4))) == 1 + 18 + 2 + 1
+    assert len(search_space_json(RulePerLayerSpace(depth=20, width=4))) == 18 + 2 + 1
 
 
 def test_bad_depth_is_refused():
@@ -32,5 +32,5 @@ def test_frozen_network_uses_the_sampled_rules_and_trains(rule):
     sample = {label: (rule if i % 2 else "usf") for i, label in enumerate(sorted(labels))}
     model = RulePerLayerSpace.build_network(RulePerLayerSpace.export_genotype(sample, space_args))
     rules = rule_map(model)
-    assert set(rules.values()) == {"usf", rule} and len(rules) == len(labels)
+    assert set(rules.values()) == {"usf", rule} and len(rules) == len(labels) + 1  # + the unsearched stem
     one_step(model, channels=3, size=8)
