@@ -30,8 +30,10 @@ The supernet uses DARTS' search conventions (BatchNorm ``affine=False``, BatchNo
 width/depth (:func:`~nni_bio.search_spaces.darts_net.build_network`, affine BatchNorm, no pool BN);
 retrain with ``DartsSpace.build_network(genotype)`` (C=36, 20 cells by default).
 
-One-shot caveat: NNI's differentiable cell already adds an implicit zero op per edge, and its
-export may pick ``none``; :func:`sample_from_edge_weights` applies DARTS' own derivation rule to
+One-shot: NNI's differentiable cell adds an implicit zero op to every edge, a second one next to
+``none``; nni-bio's supernets (:func:`nni_bio.strategies.supernet.build_supernet`) drop it, so each
+edge mixes its candidates with ``none`` as the only zero op, as DARTS does. NNI's own cell export may
+pick ``none``; :func:`sample_from_edge_weights` applies DARTS' own derivation rule to
 ``export_probs()`` instead. See ``nni-notes.md`` §9 on mixing rules in one supernet.
 
 Example:

@@ -9,6 +9,10 @@ primitive those strategies support works here too: ``LayerChoice`` (every ``rule
 * ``"gumbel"``: the same with Gumbel-softmax weights (GumbelDARTS; ``hard`` for one-hot forward).
 * ``"path"``: one sampled candidate per choice (ENAS); :meth:`Supernet.resample` picks the path.
 
+Every edge of a differentiable cell mixes exactly one zero op, as in DARTS: NNI adds an implicit
+zero logit to each edge, which :func:`build_supernet` drops where the candidates already hold
+``none`` (the DARTS space), so "no edge" is not weighed twice.
+
 :class:`Supernet` adds what NNI keeps private or noisy: the architecture parameters by name, in a
 fixed order (CMA-ES flattens them); noise-free probabilities; the derived architecture (argmax per
 label, DARTS' top-2-incoming-edges rule inside a ``Cell``); a discretised view of the mixture
@@ -35,8 +39,10 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import (  # noqa: E402
     DifferentiableMixedCell, DifferentiableMixedInput, DifferentiableMixedLayer, GumbelSoftmax)
 
 KINDS = ("mixture", "gumbel", "path")
+#: the zero op of the cell spaces: "no edge"
+ZERO_OP = "none"
 #: candidates never chosen by the DARTS derivation rule inside a cell
-EXCLUDED_IN_CELL = ("none",)
+EXCLUDED_IN_CELL = (ZERO_OP,)
 _OFF = -1.0e4  # a logit whose softmax weight is exactly 0 in float32
 
 
@@ -48,7 +54,30 @@ def build_supernet(space: nn.Module, kind: str) -> Supernet:
         raise ValueError(f"supernet kind must be one of {KINDS}, not {kind!r}")
     converter = {"mixture": DARTS, "gumbel": GumbelDARTS, "path": RandomOneShot}[kind]()
     converter.mutate_model(space)
+    _one_zero_op_per_edge(space)
     return Supernet(space, kind)
+
+
+def _one_zero_op_per_edge(model: nn.Module) -> None:
+    """Give every edge of a differentiable cell exactly one zero op, as DARTS has.
+
+    NNI's ``DifferentiableMixedCell`` appends an implicit zero op to every edge (``len(ops) + 1``
+    logits). A cell whose candidates already hold :data:`ZERO_OP` would then mix two zero ops and
+    weigh "no edge" twice; there the implicit entry is dropped (NNI's forward takes ``len(ops)``
+    logits as they are), so ``none`` is the edge's only zero op with one logit, as in DARTS. A cell
+    without ``none`` keeps the implicit zero as its only one. Logits shared between cells (all
+    normal cells, all reduction cells) stay shared.
+    """
+    replaced: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}  # id(old) -> (old kept alive, new)
+    for m in model.modules():
+        if not isinstance(m, DifferentiableMixedCell) or ZERO_OP not in m.op_names:
+            continue
+        for edge, alpha in list(m._arch_alpha.items()):
+            if len(alpha) != len(m.op_names) + 1:
+                continue
+            if id(alpha) not in replaced:
+                replaced[id(alpha)] = (alpha, nn.Parameter(alpha.detach()[:len(m.op_names)].clone()))
+            m._arch_alpha[edge] = replaced[id(alpha)][1]
 
 
 class Supernet:
@@ -89,7 +118,8 @@ class Supernet:
 
     def probs(self) -> dict[str, dict[Any, float]]:
         """Noise-free softmax of every choice: ``{label: {candidate: p}}``; a cell edge is labelled
-        ``cell/target_source`` and its implicit zero op is left out (as NNI's ``export_probs``)."""
+        ``cell/target_source``; NNI's implicit zero op, which only a cell without ``none`` keeps (see
+        :func:`build_supernet`), is left out (as NNI's ``export_probs``)."""
         out: dict[str, dict[Any, float]] = {}
         for m in self.choices:
             if isinstance(m, DifferentiableMixedLayer):
