@@ -19,6 +19,13 @@ For longer runs (``nni-bio train``) the same loop also does, when asked:
 - DistributedDataParallel when ``torch.distributed`` is initialised (``torchrun``): a
   DistributedSampler shards the data, rank 0 writes the checkpoint;
 - tqdm progress bars (``TrainConfig.progress``).
+
+Two rule-specific details of the loop. Rules with learned feedback (Kolen-Pollack, ``kp``) give
+their feedback Parameter a copy of W's gradient: gradient clipping counts it once
+(:func:`clip_grad_norm`), and :func:`make_optimizer` warns when such layers train without weight
+decay (then B never approaches W). Rules whose weight update ignores the loss (pseudo-gradients,
+e.g. the example plugin's ``softhebb``) read the fp16 loss scale declared by
+:func:`scaled_backward`, so that ``GradScaler.unscale_`` leaves their update intact.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from nni_bio._registry import get_rule
@@ -104,7 +111,51 @@ class TrainResult:
         return {"history": [asdict(m) for m in self.history]}
 
 
+def learned_feedback_layers(model: nn.Module) -> list[RuleLayer]:
+    """The rule layers whose feedback is learned (``RuleInfo.learned_feedback``, e.g. ``kp``).
+
+    Their feedback Parameters receive a copy of W's gradient (see ``Feedback.feedback_weight``).
+    """
+    return [m for m in model.modules() if isinstance(m, RuleLayer) and get_rule(m.rule_name).info.learned_feedback]
+
+
+def _mirrored_parameters(model: nn.Module) -> set[int]:
+    """ids of the learned-feedback Parameters, whose gradient is a copy of their layer's W gradient."""
+    return {id(p) for m in learned_feedback_layers(model) for p in m.feedback.parameters()}
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> Tensor:
+    """``clip_grad_norm_`` over ``model``'s gradients, counting every gradient once.
+
+    A learned-feedback Parameter (Kolen-Pollack's B) holds a copy of W's gradient: it is left out of
+    the norm (which would otherwise count W's gradient twice) and scaled by the same factor as
+    everything else, so that B and W still receive the same update. Returns the total norm.
+    """
+    mirrored = _mirrored_parameters(model)
+    counted = [p for p in model.parameters() if id(p) not in mirrored]
+    norm = nn.utils.clip_grad_norm_(counted, max_norm)
+    copies = [p.grad for p in model.parameters() if id(p) in mirrored and p.grad is not None]
+    if copies:
+        coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # the factor clip_grad_norm_ applied
+        for grad in copies:
+            grad.mul_(coefficient.to(grad.device))
+    return norm
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (with momentum) or Adam over the trainable parameters, all in one group.
+
+    Warns when Kolen-Pollack (learned-feedback) layers train with ``weight_decay=0``: B and W then
+    receive identical updates and B - W never shrinks (see :mod:`nni_bio.rules.kolen_pollack`).
+    """
+    kp = learned_feedback_layers(model)
+    if kp and config.weight_decay <= 0:
+        names = sorted({m.rule_name for m in kp})
+        warnings.warn(
+            f"{len(kp)} layer(s) with learned feedback ({', '.join(names)}) train without weight decay: their "
+            f"feedback B receives W's gradient, so B - W stays at its initial value and B never approaches W "
+            f"(the rule then acts as feedback alignment with a drifting B). Set weight_decay > 0 (e.g. 3e-4).",
+            stacklevel=2)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -139,6 +190,42 @@ def distributed_world_size() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 0
+
+
+_SCALERS: list[torch.amp.GradScaler | None] = []  # declared by scaled_backward (process-wide: backward may
+#                                                  run on autograd's device threads, which see no thread-locals)
+
+
+@contextlib.contextmanager
+def scaled_backward(scaler: torch.amp.GradScaler | None):
+    """Declare the GradScaler (or ``None``: no loss scaling) of the backward passes run inside.
+
+    A rule whose weight update ignores the loss (a Hebbian pseudo-gradient) must multiply it by the
+    loss scale, as every true gradient is, or ``scaler.unscale_`` divides it by the scale (2**16 by
+    default) and the layer stops learning. Such rules read the scale with :func:`loss_scale`.
+    :func:`train` declares its scaler; a hand-written fp16 loop does the same::
+
+        with scaled_backward(scaler):
+            scaler.scale(loss).backward()
+    """
+    _SCALERS.append(scaler)
+    try:
+        yield scaler
+    finally:
+        _SCALERS.pop()
+
+
+def loss_scale(device: torch.device | str) -> Tensor | None:
+    """The loss scale of the backward in progress, as a 0-d fp32 tensor on ``device`` (no host sync).
+
+    1 when :func:`scaled_backward` declared ``None`` or a disabled scaler; ``None`` when nothing was
+    declared (the caller cannot know whether a GradScaler scaled the loss).
+    """
+    if not _SCALERS:
+        return None
+    one = torch.ones((), dtype=torch.float32, device=device)
+    scaler = _SCALERS[-1]
+    return one if scaler is None else scaler.scale(one)
 
 
 def _autocast(device: str, amp: str) -> contextlib.AbstractContextManager:
@@ -288,10 +375,11 @@ def train(
                     f"{config.grad_clip}), or pick another rule for the unstable layers."
                 )
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            with scaled_backward(scaler):
+                scaler.scale(loss).backward()
             if config.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                clip_grad_norm(model, config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

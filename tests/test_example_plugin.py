@@ -153,3 +153,52 @@ def test_learns_digits_and_the_hidden_layer_is_hebbian():
     unit = F.normalize(end, dim=1)
     off_diagonal = (unit @ unit.t() - torch.eye(128)).abs().sum() / (128 * 127)
     assert off_diagonal < 0.6, f"mean |cos| between rows {off_diagonal:.3f}"
+
+
+# --- fp16 with a GradScaler -----------------------------------------------------------------------
+
+def test_fp16_grad_scaler_leaves_the_update_intact():
+    """The update ignores the loss, so it must carry the loss scale itself or unscale_ divides it away."""
+    from nni_bio.training import scaled_backward
+
+    torch.manual_seed(0)
+    layer = nni_bio.get_rule("softhebb").linear(8, 4)
+    x = torch.randn(16, 8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = layer(x).float().square().mean()
+    with scaled_backward(scaler):
+        scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    weight = layer.weight.detach()
+    expected = -_softhebb_reference(x.half().float(), weight.half().float(), 1.0)
+    torch.testing.assert_close(layer.weight.grad, expected, rtol=2e-3, atol=2e-3)  # fp16 rounding of the update
+
+
+def test_fp16_backward_without_a_declared_scale_is_refused():
+    layer = nni_bio.get_rule("softhebb").linear(8, 4)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = layer(torch.randn(16, 8)).float().sum()
+    with pytest.raises(nni_bio.errors.NniBioError, match="scaled_backward"):
+        loss.backward()
+
+
+def test_train_with_fp16_amp_moves_the_hebbian_weight_as_fp32_does():
+    from nni_bio.data import get_dataset
+    from nni_bio.training import TrainConfig, train
+
+    data = get_dataset("digits", "train", augment=False)
+    subset = torch.utils.data.Subset(data, range(256))
+    moved = {}
+    for amp in ("none", "fp16"):
+        torch.manual_seed(0)
+        hebbian = nni_bio.get_rule("softhebb").linear(64, 32)
+        model = nn.Sequential(nn.Flatten(), hebbian, nn.ReLU(), nni_bio.get_rule("backprop").linear(32, 10))
+        start = hebbian.weight.detach().clone()
+        train(model, subset, subset, TrainConfig(epochs=1, batch_size=64, lr=0.05, momentum=0.0, weight_decay=0.0,
+                                                 grad_clip=0.0, amp=amp))
+        moved[amp] = (hebbian.weight.detach() - start).norm().item()
+    assert moved["none"] > 0
+    # Before the fix the fp16 run moved the weight ~1e-5 times as far (the update divided by the scale).
+    assert 0.8 < moved["fp16"] / moved["none"] < 1.25, moved

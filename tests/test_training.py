@@ -47,3 +47,61 @@ def test_auxiliary_output_is_added_to_the_loss():
     with pytest.raises(DivergenceError):  # an aux loss weighted 0.4 of a huge loss is not finite... or huge
         train(WithAux(), get_dataset("digits", "train"), get_dataset("digits", "val"),
               TrainConfig(epochs=1, auxiliary_weight=float("inf")))
+
+
+# --- Kolen-Pollack: weight decay and gradient clipping -------------------------------------------
+
+def _kp_net():
+    return nn.Sequential(nn.Flatten(), nni_bio.get_rule("kp").linear(64, 10))
+
+
+def test_kp_without_weight_decay_warns():
+    from nni_bio.training import make_optimizer
+
+    with pytest.warns(UserWarning, match="without weight decay"):
+        make_optimizer(_kp_net(), TrainConfig(weight_decay=0.0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_optimizer(_kp_net(), TrainConfig(weight_decay=3e-4))
+        make_optimizer(mixed_cnn(), TrainConfig(weight_decay=0.0))  # no learned feedback: nothing to warn about
+
+
+def test_clipping_counts_w_gradient_once_for_kp_layers():
+    """A one-layer KP net has the exact weight gradient: clipped, it must move like backprop's."""
+    torch.manual_seed(0)
+    bp, kp = nni_bio.get_rule("backprop").linear(64, 10), nni_bio.get_rule("kp").linear(64, 10)
+    with torch.no_grad():
+        kp.weight.copy_(bp.weight)
+        kp.bias.copy_(bp.bias)
+    data = torch.utils.data.Subset(get_dataset("digits", "train", augment=False), range(128))
+    config = TrainConfig(epochs=1, batch_size=32, momentum=0.0, weight_decay=3e-4, grad_clip=0.05)
+    for layer in (bp, kp):
+        train(nn.Sequential(nn.Flatten(), layer), data, data, config)
+    # Before: clip_grad_norm_ over W, b and B counted W's gradient twice and shrank every step more.
+    torch.testing.assert_close(kp.weight, bp.weight)
+    torch.testing.assert_close(kp.bias, bp.bias)
+
+
+def test_clipped_kp_feedback_keeps_w_update_so_b_minus_w_contracts():
+    from nni_bio.training import clip_grad_norm, make_optimizer
+
+    torch.manual_seed(0)
+    net = _kp_net()
+    layer = net[1]
+    config = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.01)
+    optimizer = make_optimizer(net, config)
+    gap = layer.feedback.matrix.detach() - layer.weight.detach()
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        grads = [layer.weight.grad, layer.bias.grad]
+        before = torch.cat([g.flatten() for g in grads]).norm().item()
+        assert clip_grad_norm(net, 0.01).item() == pytest.approx(before, rel=1e-5)  # B's copy not counted
+        assert torch.cat([g.flatten() for g in grads]).norm().item() == pytest.approx(0.01, rel=1e-4)
+        assert torch.equal(layer.feedback.matrix.grad, layer.weight.grad)  # clipped by the same factor
+        optimizer.step()
+        gap = gap * (1 - config.lr * config.weight_decay)
+    torch.testing.assert_close(layer.feedback.matrix.detach() - layer.weight.detach(), gap)

@@ -12,8 +12,10 @@ a convolution with its input patch x_n) gives
 
 and the backward pass returns grad_W = -dW, so ``optimizer.step()`` applies W <- W + lr * dW. The
 update travels through ``.grad``: learning rate, schedule, momentum, weight decay, gradient clipping,
-AMP scaling and DDP all-reduce apply to it like to any gradient (put the layer in its own parameter
-group to give it another learning rate or no weight decay). The error arriving at the layer is not
+and DDP all-reduce apply to it like to any gradient (put the layer in its own parameter group to give
+it another learning rate or no weight decay). Under fp16 with a GradScaler the update is multiplied by
+the loss scale that :func:`nni_bio.training.scaled_backward` declares, so ``unscale_`` gives it back
+intact; an fp16 backward without that declaration raises. The error arriving at the layer is not
 used for the weight; it is still sent down exactly (W^T delta), so layers below keep learning. The
 bias gets its ordinary gradient sum(delta): it is not part of the Hebbian pre-activation, and a
 task-trained threshold helps the readout. SoftHebb's homeostatic bias, max|dW| normalisation and
@@ -28,8 +30,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nni_bio.errors import NniBioError
 from nni_bio.layers import LayerOp, RuleLayer
 from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.training import loss_scale
 
 __all__ = ["SoftHebb", "SoftHebbFeedback"]
 
@@ -58,6 +62,25 @@ def softhebb_delta(op: LayerOp, x: Tensor, weight: Tensor, tau: Tensor | float) 
     return (yx - yu.view(shape) * weight) / n
 
 
+def _loss_scale(grad_out: Tensor) -> Tensor | None:
+    """The loss scale every true gradient in this backward carries (GradScaler), or None for 1.
+
+    Unlike a true gradient, the update does not depend on the loss, so it would not carry the scale
+    and ``GradScaler.unscale_`` would divide it by 2**16. The scale is declared by
+    :func:`nni_bio.training.scaled_backward` (``nni-bio train`` declares it); an fp16 backward with
+    nothing declared is refused rather than silently learning 65536 times too slowly.
+    """
+    scale = loss_scale(grad_out.device)
+    if scale is None and grad_out.dtype == torch.float16:
+        raise NniBioError(
+            "softhebb: fp16 backward without a declared loss scale. A GradScaler would divide the Hebbian update "
+            "(which does not depend on the loss) by its scale and the layer would stop learning. Run the backward "
+            "inside `with nni_bio.training.scaled_backward(scaler): scaler.scale(loss).backward()` (pass None if "
+            "the loss is not scaled), or train in bf16 or fp32."
+        )
+    return scale
+
+
 class SoftHebbFeedback(Feedback):
     """Buffer ``tau`` (softmax temperature, per layer); the backward returns grad_W = -dW."""
 
@@ -73,7 +96,11 @@ class SoftHebbFeedback(Feedback):
         gx, _, gb = op.grads(grad_out, x, feedback, (needs[0], False, needs[2]))
         gw = None
         if needs[1]:
-            gw = softhebb_delta(op, x, feedback, self.tau).neg_().to(grad_out.dtype)
+            gw = softhebb_delta(op, x, feedback, self.tau).neg_()
+            scale = _loss_scale(grad_out)
+            if scale is not None:
+                gw = gw * scale
+            gw = gw.to(grad_out.dtype)
         return gx, gw, gb
 
     def extra_repr(self) -> str:
