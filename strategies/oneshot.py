@@ -196,4 +196,47 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
                          {**asdict(config), **searcher.hparams(), "space_args": args, "dataset": dataset})
 
 
-__all__ = ["STRATEGIES", "OneShotResult", "make_strategy", "run_oneshot", "strategy_class"]
+#: (space, data set) pairs whose derived architecture is cheap enough to retrain inside every one-shot
+#: trial by default (seconds on a CPU); elsewhere retraining is asked for with ``retrain_epochs``
+CHEAP_RETRAIN = {("tiny", "digits"): 5}
+
+
+def default_retrain_epochs(space: str, dataset: str) -> int:
+    """Epochs a one-shot trial retrains its derived architecture for unless told (0: not by default)."""
+    return CHEAP_RETRAIN.get((space, dataset), 0)
+
+
+def retrain_derived(result: OneShotResult, epochs: int, *, data_dir: str | None = None,
+                    on_epoch_end: Callable[[Any], None] | None = None) -> Any:
+    """Train the derived architecture of ``result`` from scratch: the number a search's user wants.
+
+    The network is ``space.build_network(result.genotype)`` at the search's size (width and depth of
+    the space), each layer with its chosen rule and fresh weights; it trains for ``epochs`` on the
+    whole training split the search used (both of its halves, ``train_limit`` applied) with the
+    search's weight settings (SGD ``lr``, ``momentum``, ``weight_decay``, ``grad_clip``,
+    ``batch_size``, cosine schedule, ``seed``, ``device``) and is evaluated on the ``val`` split
+    after every epoch. Returns the :class:`~nni_bio.training.TrainResult`.
+    """
+    from nni_bio.data import get_dataset
+    from nni_bio.search_spaces import space_class
+    from nni_bio.training import TrainConfig, train
+
+    if epochs < 1:
+        raise NniBioError(f"retraining needs epochs >= 1, got {epochs}")
+    config, dataset = result.config, result.config["dataset"]
+    size = {k: v for k, v in result.genotype["args"].items() if k in ("width", "num_cells", "cells_per_stage", "depth")}
+    torch.manual_seed(config["seed"])
+    net = space_class(result.space).build_network(result.genotype, **size)
+    train_set = get_dataset(dataset, "train", data_dir, seed=config["seed"])
+    if config.get("train_limit"):
+        train_set = Subset(train_set, range(min(config["train_limit"], len(train_set))))
+    val_set = get_dataset(dataset, "val", data_dir, seed=config["seed"])
+    train_config = TrainConfig(epochs=epochs, batch_size=config["batch_size"], lr=config["lr"],
+                               momentum=config["momentum"], weight_decay=config["weight_decay"],
+                               grad_clip=config["grad_clip"], seed=config["seed"], device=config["device"],
+                               num_workers=config.get("num_workers", 0))
+    return train(net, train_set, val_set, train_config, on_epoch_end=on_epoch_end)
+
+
+__all__ = ["CHEAP_RETRAIN", "STRATEGIES", "OneShotResult", "default_retrain_epochs", "make_strategy",
+           "retrain_derived", "run_oneshot", "strategy_class"]

@@ -115,9 +115,19 @@ def test_unknown_strategy_and_hyperparameter_are_named():
         make_strategy("darts", population_size=3)
 
 
-def test_single_trial_entry_point_outside_nni_writes_the_genotype(tmp_path, capsys):
+def _reported(monkeypatch):
+    import nni
+
+    reported = {"intermediate": [], "final": []}
+    monkeypatch.setattr(nni, "report_intermediate_result", reported["intermediate"].append)
+    monkeypatch.setattr(nni, "report_final_result", reported["final"].append)
+    return reported
+
+
+def test_single_trial_entry_point_outside_nni_writes_the_genotype(tmp_path, capsys, monkeypatch):
     from nni_bio.oneshot import main
 
+    reported = _reported(monkeypatch)
     assert main(["--strategy", "darts", "--space", "tiny", "--space-args", json.dumps(TINY), "--dataset", "digits",
                  "--epochs", "1", "--train-limit", "96", "--batch-size", "32", "--output", str(tmp_path)]) == 0
     genotype = json.loads((tmp_path / "genotype.json").read_text())
@@ -125,7 +135,50 @@ def test_single_trial_entry_point_outside_nni_writes_the_genotype(tmp_path, caps
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["strategy"] == "darts" and result["sample"] == genotype["sample"]
     assert any((tmp_path / "tensorboard").iterdir())
-    assert "derived architecture" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "derived architecture" in out
+    # tiny on digits is cheap: the derived architecture is retrained by default, and that is the final default
+    (final,) = reported["final"]
+    assert final["default_metric"] == "retrained_val_acc" and final["retrain_epochs"] == 5
+    assert final["default"] == final["retrained_val_acc"] == result["retrain"]["history"][-1]["val_acc"]
+    assert len(result["retrain"]["history"]) == 5
+    # the supernet's number is kept, under its own name, never as an unlabelled validation accuracy
+    (epoch,) = reported["intermediate"]
+    assert final["supernet_val_acc"] == epoch["supernet_val_acc"] == result["history"][-1]["val_acc"]
+    assert "best_val_acc" not in final and "val_loss" not in epoch and "supernet_val_loss" in epoch
+    assert "retrained from scratch for 5 epochs (the final default metric)" in out and "supernet" in out
+
+
+def test_without_retraining_the_default_is_the_derived_architecture_with_shared_weights(tmp_path, monkeypatch):
+    from nni_bio.oneshot import main
+
+    reported = _reported(monkeypatch)
+    assert main(["--strategy", "darts", "--space", "tiny", "--space-args", json.dumps(TINY), "--epochs", "1",
+                 "--train-limit", "96", "--batch-size", "32", "--retrain-epochs", "0", "--output", str(tmp_path)]) == 0
+    (final,) = reported["final"]
+    assert final["default_metric"] == "derived_val_acc" and final["default"] == final["derived_val_acc"]
+    assert "retrained_val_acc" not in final and "supernet_val_acc" in final
+    assert json.loads((tmp_path / "result.json").read_text())["retrain"] is None
+
+
+def test_retraining_is_default_only_where_cheap_and_final_metrics_fall_back_honestly():
+    from types import SimpleNamespace
+
+    from nni_bio.oneshot import describe_final, final_metrics
+    from nni_bio.strategies.oneshot import default_retrain_epochs
+
+    assert default_retrain_epochs("tiny", "digits") > 0
+    assert default_retrain_epochs("darts", "cifar10") == 0 and default_retrain_epochs("nb201", "digits") == 0
+    record = SimpleNamespace(val_acc=0.98, derived_val_acc=float("nan"), epoch=1)
+    result = SimpleNamespace(history=[record], final=record, strategy="darts", sample={"fc": "usf"})
+    final = final_metrics(result, None, 0)  # eval_derived=False: only the supernet was measured
+    assert final["default_metric"] == "supernet_val_acc" and final["default"] == 0.98
+    assert "not of a trained architecture" in describe_final(final)[0]
+    retrained = SimpleNamespace(final=SimpleNamespace(val_acc=0.5))
+    final = final_metrics(result, retrained, 3)
+    assert final["default"] == 0.5 and final["supernet_val_acc"] == 0.98
+    lines = describe_final(final)
+    assert "retrained from scratch for 3 epochs" in lines[0] and "0.9800" in lines[-1] and "supernet" in lines[-1]
 
 
 def test_entry_point_refuses_a_strategy_conflicting_with_the_nni_parameter(tmp_path, monkeypatch, capsys):

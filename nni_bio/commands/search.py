@@ -15,6 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the experiment")
     parser.add_argument("--stop-when-done", action="store_true", help="stop the experiment (and its web UI) at the end")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--update-space", action="store_true",
+                        help="rewrite the config's searchSpaceFile when it is not the space its trialCommand builds "
+                             "(e.g. after adding a plugin rule to --space-args), instead of refusing to start")
     parser.set_defaults(run=run)
 
 
@@ -22,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from nni_bio import experiment as ex
 
     config = ex.load_config(args.config)
+    # Before launching: the search-space file must be the space the trials build (same rules), or
+    # every trial would fail. Refuses with the export-space command, or rewrites it (--update-space).
+    if ex.check_search_space(args.config, config, update=getattr(args, "update_space", False)) == "updated":
+        print(f"updated {config['searchSpaceFile']} to the space the trial command builds")
     port = args.port or ex.free_port()
     ex.create(args.config, port)
     client = ex.RestClient(port)
@@ -41,10 +48,18 @@ def run(args: argparse.Namespace) -> int:
               f"`nnictl log trial {exp_id}`")
         code = 1
     else:
-        print(f"best trial {best.id}: validation accuracy {best.score:.4f}")
         # A one-shot trial (python -m nni_bio.oneshot) reports its derived architecture as the final
-        # metric "sample" (a JSON string); its parameters only name the strategy.
-        architecture = json.loads(best.final["sample"]) if "sample" in (best.final or {}) else best.parameters
+        # metric "sample" (a JSON string), and says in "default_metric" what its default is; its
+        # parameters only name the strategy.
+        oneshot = "sample" in (best.final or {})
+        if oneshot:
+            from nni_bio.oneshot import describe_final
+
+            first, *rest = describe_final(best.final)
+            print(f"best trial {best.id}: {first}", *rest, sep="\n")
+        else:
+            print(f"best trial {best.id}: validation accuracy {best.score:.4f}")
+        architecture = json.loads(best.final["sample"]) if oneshot else best.parameters
         if architecture is not best.parameters:
             print(f"derived by one-shot strategy {best.final.get('strategy', '?')} (parameters: {best.parameters})")
         print("architecture (slot: op @ learning rule):")
