@@ -59,7 +59,9 @@ class OneShotResult:
     Attributes:
         sample: the derived architecture as an NNI sample (``{label: candidate}``).
         genotype: the space's JSON genotype of ``sample`` (``space_class.export_genotype``).
-        history: one :class:`EpochRecord` per epoch.
+        history: one :class:`EpochRecord` per epoch. Its ``val_acc`` is the supernet's accuracy as the
+            search evaluates it, not an architecture's; :func:`retrain_derived` measures the derived
+            architecture trained on its own.
         probs: final noise-free choice probabilities (``{}`` for ENAS: see its controller).
     """
 
