@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from torch import nn
 
 from nni_bio._registry import get_rule
+from nni_bio.errors import UnsupportedLayerError
 
 SEPARATOR = "@"
 
@@ -65,10 +66,16 @@ def op_rule_candidates(
     ops: Mapping[str, OpBuilder], rules: Iterable[str], parameter_free: Iterable[str] = (),
 ) -> dict[str, nn.Module]:
     """One module per (op, rule) pair, or per op for parameter-free ops, in a deterministic order
-    (ops in the given order, rules sorted)."""
+    (ops in the given order, rules sorted). Pairs a rule cannot build (a depthwise conv with a rule
+    without grouped-conv support) are left out."""
     rules, free = check_rules(rules), set(parameter_free)
     out: dict[str, nn.Module] = {}
     for op, build in ops.items():
         for rule in [None] if op in free else rules:
-            out[candidate_name(op, rule)] = build(rule)
+            try:
+                out[candidate_name(op, rule)] = build(rule)
+            except UnsupportedLayerError:
+                continue
+    if not out:
+        raise UnsupportedLayerError(f"none of the ops {list(ops)} can be built with the rules {rules}")
     return out

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from nni_bio.errors import NniBioError
 
 #: sub-command modules, in the order ``nni-bio --help`` lists them
-COMMANDS = ["rules", "search", "export_space", "demo", "data", "train", "attack", "report"]
+COMMANDS = ["rules", "search", "study", "export_space", "demo", "data", "train", "attack", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,189 @@
+"""The study report's figures (PNG, matplotlib's Agg backend, no fonts or downloads).
+
+- ``accuracy.png``: final-epoch test accuracy per arm, mean +- std over seeds, every seed a dot;
+- ``robustness.png``: accuracy vs eps per attack and gradient view, one line per arm;
+- ``architectures.png``: each arm's found architecture: a strip of its weight layers coloured by
+  rule (sequential spaces), or its cells drawn as graphs with each edge's op and rule (DARTS, NB201);
+- ``weights_per_rule.png``: trainable weights per rule in each arm's retrained network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RULE_COLOURS = {"backprop": "#4d4d4d", "fa": "#1f77b4", "usf": "#ff7f0e", "frsf": "#2ca02c", "brsf": "#d62728",
+                "kp": "#9467bd", "dfa": "#8c564b", "softhebb": "#e377c2", "other": "#cfcfcf", None: "#ffffff"}
+_EXTRA = ["#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78"]
+
+
+def colour(rule: str | None) -> str:
+    if rule not in RULE_COLOURS:
+        RULE_COLOURS[rule] = _EXTRA[len(RULE_COLOURS) % len(_EXTRA)]
+    return RULE_COLOURS[rule]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_figure(arms: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    import numpy as np
+
+    names = list(arms)
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 1.5), 3.6))
+    for i, name in enumerate(names):
+        values = np.asarray(arms[name], dtype=float)
+        if values.size == 0:
+            ax.text(i, 0, "failed", ha="center", va="bottom", rotation=90, fontsize=8)
+            continue
+        std = values.std(ddof=1) if values.size > 1 else 0.0
+        ax.bar(i, values.mean(), yerr=std, capsize=4, color=colour(name) if name in RULE_COLOURS else "#6baed6", edgecolor="black", linewidth=0.6)
+        ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=10, color="black",
+                   zorder=3)
+    finite = [v for vs in arms.values() for v in vs]
+    if finite:
+        low = min(finite)
+        ax.set_ylim(max(0.0, low - 0.6 * (max(finite) - low + 0.01) - 0.02), min(1.0, max(finite) + 0.02))
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("final-epoch test accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def robustness_figure(curves: Mapping[tuple[str, str], Mapping[str, tuple[list[float], list[float], list[float]]]],
+                      path: Path, title: str) -> Path:
+    """``curves[(attack, gradient)][arm] = (eps, mean, std)``."""
+    plt = _pyplot()
+
+    panels = list(curves)
+    cols = min(3, max(1, len(panels)))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, panels):
+        for arm, (eps, mean, std) in curves[key].items():
+            ax.errorbar(eps, mean, yerr=std, marker="o", markersize=3, capsize=2, label=arm,
+                        color=colour(arm) if arm in RULE_COLOURS else None, linewidth=1.8 if arm == "mixed" else 1)
+        ax.set_title(f"{key[0].upper()}, gradient: {key[1]}", fontsize=9)
+        ax.set_xlabel("eps (L-inf, pixel units)")
+        ax.set_ylabel("accuracy (worst case over eps <=)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cell_edges(genotype: Mapping[str, Any]) -> dict[str, list[tuple[int, int, str]]]:
+    """Cells of a DARTS or NB201 genotype as ``{cell: [(source, target, candidate), ...]}``."""
+    if genotype.get("space") == "darts":
+        return {cell: [(int(src), 2 + i // 2, str(cand)) for i, (cand, src) in enumerate(genotype[cell])]
+                for cell in ("normal", "reduce")}
+    if genotype.get("space") == "nb201":
+        edges = []
+        for label, cand in genotype["sample"].items():
+            src, dst = label.split("/")[-1].split("_")
+            edges.append((int(src), int(dst), str(cand)))
+        return {"cell": sorted(edges, key=lambda e: (e[1], e[0]))}
+    return {}
+
+
+def architecture_figure(arms: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> Path:
+    """``arms[arm] = {"genotype": ..., "layers": {layer: rule}}`` (layers in network order)."""
+    plt = _pyplot()
+    from matplotlib.patches import FancyArrowPatch, Patch
+
+    from nni_bio.candidates import parse_candidate
+
+    names = list(arms)
+    cells = {arm: _cell_edges(arms[arm]["genotype"]) for arm in names}
+    used: set[str | None] = set()
+    if any(cells.values()):
+        ncell = max(len(c) for c in cells.values())
+        fig, axes = plt.subplots(len(names), ncell, figsize=(5.2 * ncell, 2.6 * len(names)), squeeze=False)
+        for r, arm in enumerate(names):
+            for c, (cell, edges) in enumerate(cells[arm].items()):
+                ax = axes[r][c]
+                nodes = sorted({n for e in edges for n in e[:2]})
+                x = {n: i for i, n in enumerate(nodes)}
+                for src, dst, cand in edges:
+                    op, rule = parse_candidate(cand)
+                    used.add(rule)
+                    bend = 0.25 + 0.12 * (dst - src)
+                    ax.add_patch(FancyArrowPatch((x[src], 0), (x[dst], 0), connectionstyle=f"arc3,rad={-bend}",
+                                                 arrowstyle="-|>", mutation_scale=8, color=colour(rule), lw=1.6))
+                    ax.text((x[src] + x[dst]) / 2, bend * (x[dst] - x[src]) / 2 + 0.05, op.replace("_", " "),
+                            fontsize=6, ha="center", color=colour(rule))
+                for n in nodes:
+                    ax.scatter([x[n]], [0], s=180, color="white", edgecolor="black", zorder=3)
+                    ax.text(x[n], 0, str(n), ha="center", va="center", fontsize=7, zorder=4)
+                ax.set_xlim(-0.5, len(nodes) - 0.5)
+                ax.set_ylim(-0.3, 0.25 + 0.12 * len(nodes) * len(nodes) / 4)
+                ax.axis("off")
+                ax.set_title(f"{arm}: {cell} cell", fontsize=9)
+            for c in range(len(cells[arm]), ncell):
+                axes[r][c].axis("off")
+    else:
+        width = max(len(arms[arm]["layers"]) for arm in names) if names else 1
+        fig, ax = plt.subplots(figsize=(max(5, 0.55 * width + 2), 0.45 * len(names) + 1.3))
+        for r, arm in enumerate(names):
+            for i, (layer, rule) in enumerate(arms[arm]["layers"].items()):
+                used.add(rule)
+                ax.add_patch(plt.Rectangle((i, -r - 0.4), 0.95, 0.8, color=colour(rule), ec="black", lw=0.4))
+                if r == 0:
+                    ax.text(i + 0.47, 0.5, layer, rotation=60, fontsize=6, ha="left", va="bottom")
+        ax.set_xlim(-0.1, width + 0.1)
+        ax.set_ylim(-len(names) + 0.4, 2.2)
+        ax.set_yticks([-r for r in range(len(names))], names, fontsize=8)
+        ax.set_xticks([])
+        for side in ("top", "right", "bottom", "left"):
+            ax.spines[side].set_visible(False)
+        ax.set_xlabel("weight layers, input to output (first arm's layer names above)", fontsize=8)
+    legend = [Patch(color=colour(rule), label=rule or "no weights") for rule in sorted(used, key=str)]
+    fig.legend(handles=legend, loc="lower center", ncol=min(8, len(legend)), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def weights_figure(counts: Mapping[str, Mapping[str, int]], path: Path, title: str) -> Path:
+    plt = _pyplot()
+
+    names = list(counts)
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.4))
+    rules = sorted({r for c in counts.values() for r in c}, key=lambda r: (r == "other", r))
+    bottom = [0.0] * len(names)
+    for rule in rules:
+        values = [counts[a].get(rule, 0) / 1000 for a in names]
+        ax.bar(range(len(names)), values, bottom=bottom, color=colour(rule), label=rule, edgecolor="black", lw=0.4)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("trainable weights (thousands)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["accuracy_figure", "architecture_figure", "robustness_figure", "weights_figure"]

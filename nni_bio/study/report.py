@@ -1,0 +1,223 @@
+"""The study report: ``report.md``, ``accuracy.csv``, ``robustness.csv`` and the figures.
+
+Read from the study folder only, so it can be rebuilt at any time (``nni-bio study CONFIG --report-only``).
+The verdict compares the ``compare`` arm (default ``mixed``) with the best single bio-inspired rule
+arm and says whatever the numbers say.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from nni_bio.study import figures, stages
+from nni_bio.study.config import StudyConfig
+from nni_bio.study.statistics import compare, mean_std
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(config: StudyConfig, study_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per arm: search summary, per-seed retraining results and attack rows, failures."""
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in config.arms:
+        search = _read(study_dir / stages.SEARCH / arm / "search.json")
+        info: dict[str, Any] = {"rules": config.arms[arm], "search": search, "seeds": {}, "attacks": {}, "failures": []}
+        reason = stages.failure(study_dir / stages.SEARCH / arm)
+        if reason:
+            info["failures"].append(f"search: {reason}")
+        for seed in config.retrain.seeds:
+            result = _read(stages.retrain_dir(study_dir, arm, seed) / "result.json")
+            if result and result.get("status") == "complete":
+                info["seeds"][seed] = result
+            elif reason := stages.failure(stages.retrain_dir(study_dir, arm, seed)):
+                info["failures"].append(f"retrain seed {seed}: {reason}")
+            attack = _read(stages.attack_dir(study_dir, arm, seed) / "attack.json")
+            if attack:
+                info["attacks"][seed] = attack["rows"]
+            elif reason := stages.failure(stages.attack_dir(study_dir, arm, seed)):
+                info["failures"].append(f"attack seed {seed}: {reason}")
+        arms[arm] = info
+    return arms
+
+
+def _pct(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.2f} %" + ("" if math.isnan(std) else f" +- {100 * std:.2f}")
+
+
+def verdict(config: StudyConfig, accuracies: dict[str, list[float]]) -> str:
+    """One line: the ``compare`` arm vs the best single bio-rule arm, with its uncertainty."""
+    target = config.compare
+    singles = {a: v for a, v in accuracies.items() if len(config.arms[a]) == 1 and config.arms[a][0] != "backprop"
+               and a != target and v}
+    if target not in accuracies or not accuracies[target]:
+        return f"No verdict: the {target!r} arm has no finished retraining."
+    if not singles:
+        return f"No verdict: no single bio-rule arm finished to compare {target!r} with."
+    best = max(singles, key=lambda a: sum(singles[a]) / len(singles[a]))
+    c = compare(accuracies[target], singles[best])
+    numbers = (f"{target} - {best} = {100 * c.difference:+.2f} points (bootstrap 95 % interval "
+               f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}], Welch p = {c.p_value:.3g}, "
+               f"{c.n_a} vs {c.n_b} seeds)")
+    if c.significant:
+        word = "better" if c.difference > 0 else "worse"
+        return f"**{target} is {word} than the best single bio rule ({best})**: {numbers}."
+    return f"**No significant difference between {target} and the best single bio rule ({best})**: {numbers}."
+
+
+def _curves(config: StudyConfig, arms: dict[str, dict[str, Any]]):
+    """``{(attack, gradient): {arm: (eps, mean, std)}}`` of the worst-case accuracy over seeds."""
+    by: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for arm, info in arms.items():
+        for rows in info["attacks"].values():
+            for r in rows:
+                by[(r["attack"], r["gradient"])][arm][r["eps"]].append(r.get("robust_acc", r["adv_acc"]))
+    curves = {}
+    for key, per_arm in sorted(by.items()):
+        curves[key] = {}
+        for arm, per_eps in per_arm.items():
+            eps = sorted(per_eps)
+            stats = [mean_std(per_eps[e]) for e in eps]
+            curves[key][arm] = (eps, [s[0] for s in stats], [0.0 if math.isnan(s[1]) else s[1] for s in stats])
+    return curves
+
+
+def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall_seconds: float | None = None,
+                 command: str = "") -> Path:
+    """Write the report files into ``report_dir``; return the Markdown file's path."""
+    from nni_bio.model_spec import build_model, genotype_spec
+    from nni_bio.swap import rule_map
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    arms = collect(config, study_dir)
+    accuracies = {arm: [info["seeds"][s]["final"]["test_acc"] for s in sorted(info["seeds"])] for arm, info in arms.items()}
+
+    with (report_dir / "accuracy.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "rules", "seed", "final_test_acc", "final_val_acc", "best_val_acc", "best_val_epoch",
+                    "trainable_params", "search_best_val_acc", "search_trials", "search_seconds"])
+        for arm, info in arms.items():
+            s = info["search"] or {}
+            for seed, r in sorted(info["seeds"].items()):
+                w.writerow([arm, " ".join(info["rules"]), seed, r["final"]["test_acc"], r["final"]["val_acc"],
+                            r["best_val"]["val_acc"], r["best_val"]["epoch"], r["trainable_params"],
+                            s.get("best_val_acc"), len(s.get("trials", [])), s.get("seconds")])
+    with (report_dir / "robustness.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seed", "attack", "gradient", "eps", "clean_acc", "adv_acc", "robust_acc", "num_images"])
+        for arm, info in arms.items():
+            for seed, rows in sorted(info["attacks"].items()):
+                for r in rows:
+                    w.writerow([arm, seed, r["attack"], r["gradient"], r["eps"], r["clean_acc"], r["adv_acc"],
+                                r.get("robust_acc"), r["num_images"]])
+
+    title = f"{config.name}: {config.dataset}, space {config.space}, search {config.search.strategy}"
+    figures.accuracy_figure(accuracies, report_dir / "accuracy.png", title)
+    curves = _curves(config, arms)
+    if curves:
+        figures.robustness_figure(curves, report_dir / "robustness.png", title)
+    drawn, counts = {}, {}
+    for arm, info in arms.items():
+        genotype = (info["search"] or {}).get("genotype")
+        if genotype is None:
+            continue
+        spec = genotype_spec(genotype, width=config.retrain.args.get("width"), cells=config.retrain.args.get("cells"))
+        model = build_model(spec, config.dataset)
+        drawn[arm] = {"genotype": genotype, "layers": rule_map(model)}
+        first = next(iter(info["seeds"].values()), None)
+        if first:
+            counts[arm] = first["weights_per_rule"]
+    if drawn:
+        figures.architecture_figure(drawn, report_dir / "architectures.png", f"{config.name}: found architectures")
+    if counts:
+        figures.weights_figure(counts, report_dir / "weights_per_rule.png", f"{config.name}: weights per rule")
+
+    lines = [f"# Study `{config.name}`: does mixing learning rules help?", ""]
+    lines += [verdict(config, accuracies), ""]
+    machine = f"{platform.machine()}, {_cores()} CPU cores" + (f", {_gpus()}" if _gpus() else "")
+    lines += [f"- Data set **{config.dataset}**, search space **{config.space}** {json.dumps(config.space_args)}.",
+              f"- Search: **{config.search.strategy}**, the same budget per arm: "
+              + (f"{config.search.max_trials} trials x {config.search.epochs} epochs" if not config.search.one_shot
+                 else f"{config.search.epochs} supernet epochs") + f", trial settings {json.dumps(config.search.train)}.",
+              f"- Retraining from scratch with `nni-bio train`: {config.retrain.epochs} epochs, seeds "
+              f"{config.retrain.seeds}, {json.dumps(config.retrain.args)}; the number is the **final-epoch test "
+              f"accuracy** (never a best-epoch pick).",
+              f"- Attacks (`nni-bio attack`): {', '.join(config.attack.attacks)} at eps {config.attack.eps} on the first "
+              f"{config.attack.num_images} test images; white-box attacks through the rule's own gradient and the "
+              f"exact-gradient (bp) view.",
+              f"- Produced by `{command or 'nni-bio study ' + config.source}` on {machine}"
+              + (f" in {wall_seconds / 60:.1f} minutes of wall time" if wall_seconds else "") + f", "
+              f"{time.strftime('%Y-%m-%d')}.", ""]
+    lines += ["## Accuracy", "", "| arm | rules | final-epoch test accuracy (mean +- std) | seeds | search: best val acc "
+              "| search: trials | search: minutes |", "|---|---|---|---|---|---|---|"]
+    for arm, info in arms.items():
+        s = info["search"] or {}
+        mean, std = mean_std(accuracies[arm])
+        trials = s.get("trials", [])
+        n_trials = f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}" if trials else (
+            s.get("note", "one-shot") if s else "-")
+        best = "-" if s.get("best_val_acc") is None else f"{s['best_val_acc']:.4f}"
+        minutes = "-" if not s else f"{s.get('seconds', 0) / 60:.1f}"
+        lines.append(f"| {arm} | {', '.join(info['rules'])} | {_pct(mean, std)} | {len(accuracies[arm])} | "
+                     f"{best} | {n_trials} | {minutes} |")
+    lines += ["", "![accuracy](accuracy.png)", ""]
+    broken = {arm: info["failures"] for arm, info in arms.items() if info["failures"]}
+    if broken:
+        lines += ["## Broken arms and stages", ""]
+        lines += [f"- **{arm}**: " + "; ".join(f) for arm, f in broken.items()] + [""]
+    if curves:
+        lines += ["## Robustness", "", "Accuracy under attack (worst case over all budgets up to eps), mean +- std over "
+                  "seeds. `rule` attacks through the network's own backward, `bp` through exact gradients of the same "
+                  "weights; for the backprop arm both are the same.", ""]
+        for (attack, gradient), per_arm in curves.items():
+            eps = sorted({e for v in per_arm.values() for e in v[0]})
+            lines += [f"**{attack.upper()}, gradient {gradient}**", "",
+                      "| arm | " + " | ".join(f"eps {e:g}" for e in eps) + " |", "|---|" + "---|" * len(eps)]
+            for arm, (es, means, stds) in per_arm.items():
+                cells = {e: f"{m:.3f} +- {s:.3f}" for e, m, s in zip(es, means, stds)}
+                lines.append(f"| {arm} | " + " | ".join(cells.get(e, "") for e in eps) + " |")
+            lines.append("")
+        lines += ["![robustness](robustness.png)", ""]
+    if drawn:
+        lines += ["## Found architectures", "", "| arm | architecture (slot: candidate) | weights per rule |",
+                  "|---|---|---|"]
+        for arm, d in drawn.items():
+            sample = d["genotype"].get("sample", {})
+            text = ", ".join(f"{k}: {v}" for k, v in sorted(sample.items()) if "/input_" not in k) or "fixed"
+            lines.append(f"| {arm} | {text} | {json.dumps(counts.get(arm, {}))} |")
+        lines += ["", "![architectures](architectures.png)", "", "![weights per rule](weights_per_rule.png)", ""]
+    lines += ["## Files", "", "`accuracy.csv` (one row per arm and seed), `robustness.csv` (one row per arm, seed, "
+              "attack, gradient view and eps). The study folder holds every run (`retrain/<arm>/s<seed>/`: "
+              "`result.json`, TensorBoard logs, weights) and every search (`search/<arm>/`: `search.json`, the NNI "
+              "experiment)."]
+    path = report_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _gpus() -> str:
+    try:
+        import torch
+
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+__all__ = ["collect", "verdict", "write_report"]

@@ -1,0 +1,333 @@
+"""The stages of a study, each a thin call of an existing nni-bio entry point in a child process.
+
+- **search** an arm: an ``nnictl`` experiment of ``python -m nni_bio.trial`` (multi-trial, visible in
+  the NNI web UI) or ``python -m nni_bio.oneshot`` (one-shot); writes ``search/<arm>/search.json``
+  with the best architecture's genotype, every trial and the search cost;
+- **retrain** one seed: ``nni-bio train --genotype ...`` into ``retrain/<arm>/s<seed>/`` (resumed
+  with ``--resume`` when an interrupted checkpoint is there);
+- **attack** one seed: ``nni-bio attack`` into ``attack/<arm>/s<seed>/``.
+
+A stage is finished when its output file exists; a failed stage leaves ``failed.json`` with the
+reason. Children die with the study (``PR_SET_PDEATHSIG``); an nnictl experiment outlives a killed
+study, so its id is recorded and the next run follows it again instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nni_bio.errors import NniBioError
+from nni_bio.final_training import write_json
+from nni_bio.study.config import StudyConfig
+
+SEARCH, RETRAIN, ATTACK = "search", "retrain", "attack"
+FAILED = "failed.json"
+_port_lock = threading.Lock()
+_space_lock = threading.Lock()  # NNI builds a space inside one global (per-process) mutable context
+_ports_taken: set[int] = set()
+
+
+class StageFailed(NniBioError):
+    """A stage's child process failed; the message is its reason."""
+
+
+@dataclass
+class Slot:
+    """Where a stage runs: CPU threads for its process and, on a GPU machine, one GPU."""
+
+    threads: int = 1
+    gpu: int | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONWARNINGS": "ignore"}
+        bindir = str(Path(sys.executable).parent)
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        return env
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu is not None else "cpu"
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_child(command: list[str], log: Path, slot: Slot) -> None:
+    """Run ``command``, its output appended to ``log``; raise :class:`StageFailed` with the last lines."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"\n$ {shlex.join(command)}\n")
+        out.flush()
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=slot.env(),
+                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    if code != 0:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "error" in line.lower() or "FAILED" in line),
+                      lines[-1] if lines else "no output")
+        raise StageFailed(f"exit status {code}: {reason.strip()[:400]} (log: {log})")
+
+
+def cli_flags(options: dict[str, Any]) -> list[str]:
+    """``{"batch_size": 64, "no_augment": True}`` -> ``["--batch-size", "64", "--no-augment"]``."""
+    flags: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags += [flag, json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return flags
+
+
+def mark_failed(folder: Path, reason: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / FAILED, {"status": "failed", "reason": reason, "time": time.time()})
+
+
+def failure(folder: Path) -> str | None:
+    path = folder / FAILED
+    return json.loads(path.read_text())["reason"] if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ search
+
+def space_file(config: StudyConfig, arm: str, fmt: str = "choice") -> dict[str, Any]:
+    """The arm's search space as NNI tuners read it (``choice`` or ``nas`` format)."""
+    from nni_bio.commands.export_space import space_json
+
+    with _space_lock:
+        return space_json(config.space, config.dataset, config.arm_space_args(arm), fmt)
+
+
+def space_size(config: StudyConfig, arm: str) -> tuple[dict[str, Any], int]:
+    """The arm's search space (NNI's choice format) and its number of architectures."""
+    space = space_file(config, arm)
+    return space, math.prod(len(v["_value"]) for v in space.values())
+
+
+def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
+    """The ``tuner`` section and the search-space format for the study's multi-trial strategy."""
+    s = config.search
+    if s.strategy == "evolution":
+        population = max(2, min(20, s.max_trials // 2))
+        args = {"optimize_mode": "maximize", "population_size": population, "sample_size": max(1, population // 2)}
+        return {"name": "RegularizedEvolutionTuner", "classArgs": {**args, **s.tuner_args}}, "nas"
+    if s.strategy == "random":
+        return {"name": "Random", "classArgs": {"seed": 0, **s.tuner_args}}, "choice"
+    if s.strategy == "tpe":
+        return {"name": "TPE", "classArgs": {"optimize_mode": "maximize", "seed": 0, **s.tuner_args}}, "choice"
+    return {"className": "nni_bio.strategies.rl.PolicyGradientTuner", "codeDirectory": ".",
+            "classArgs": {"optimize_mode": "maximize", "seed": 0, **s.tuner_args}}, "choice"
+
+
+def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot) -> dict[str, Any]:
+    """The NNI experiment that searches one arm (written to ``search/<arm>/experiment.yml``)."""
+    tuner, fmt = _tuner(config)
+    space_args = config.arm_space_args(arm)
+    (folder / "search_space.json").write_text(json.dumps(space_file(config, arm, fmt), indent=2) + "\n")
+    trial = [sys.executable, "-m", "nni_bio.trial", "--space", config.space, "--space-args",
+             json.dumps(space_args, sort_keys=True), "--dataset", config.dataset, "--epochs", str(config.search.epochs),
+             "--device", slot.device, *cli_flags(config.search.train)]
+    if config.data_dir:
+        trial += ["--data-dir", config.data_dir]
+    return {
+        "experimentName": f"nni-bio study {config.name}: arm {arm} ({', '.join(config.arms[arm])})",
+        "searchSpaceFile": "search_space.json",
+        "trialCommand": f"OMP_NUM_THREADS={slot.threads} {shlex.join(trial)}",
+        "trialCodeDirectory": ".",
+        "trialConcurrency": config.search.concurrency,
+        "maxTrialNumber": config.search.max_trials,
+        "maxExperimentDuration": config.search.max_duration,
+        "experimentWorkingDirectory": str((folder / "nni").resolve()),
+        "tuner": tuner,
+        "trainingService": {"platform": "local", "useActiveGpu": slot.gpu is not None,
+                            **({"gpuIndices": [slot.gpu]} if slot.gpu is not None else {})},
+        **({"trialGpuNumber": 1} if slot.gpu is not None else {}),
+    }
+
+
+def _free_port() -> int:
+    from nni_bio.experiment import free_port
+
+    with _port_lock:
+        port = 8080
+        while True:
+            port = free_port(port)
+            if port not in _ports_taken:
+                _ports_taken.add(port)
+                return port
+            port += 1
+
+
+def _follow_or_create(folder: Path, log: Path) -> tuple[Any, str, int]:
+    """Follow the experiment an interrupted run started, if its manager still answers; else create one."""
+    from nni_bio import experiment as ex
+
+    record = folder / "experiment.json"
+    if record.is_file():
+        old = json.loads(record.read_text())
+        try:
+            client = ex.RestClient(old["port"])
+            if client.experiment_id() == old["id"]:
+                return client, old["id"], old["port"]
+        except OSError:
+            pass
+        ex.stop(old["id"])  # not answering: make sure it is gone, then start again
+    port = _free_port()
+    done = ex.create(folder / "experiment.yml", port)
+    with log.open("a") as out:
+        out.write(done.stdout)
+    client = ex.RestClient(port)
+    exp_id = client.experiment_id()
+    write_json(record, {"id": exp_id, "port": port, "started": time.time()})
+    return client, exp_id, port
+
+
+def run_search(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, say=print) -> dict[str, Any]:
+    """Search one arm and write ``search/<arm>/search.json`` (and ``genotype.json``)."""
+    from nni_bio.search_spaces import space_class
+    from nni_bio.trial import space_arguments
+
+    folder = study_dir / SEARCH / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    space_cls = space_class(config.space)
+    space_args = space_arguments(space_cls, config.arm_space_args(arm), config.dataset)
+    started = time.time()
+    space, size = space_size(config, arm)
+    if size == 1:
+        sample = {label: v["_value"][0] for label, v in space.items()}
+        return _finish_search(folder, space_cls.export_genotype(sample, space_args), {
+            "status": "complete", "strategy": "none", "note": "the space has one architecture for this rule set: "
+            "nothing to search", "architectures": 1, "trials": [], "seconds": 0.0, "trial_epochs": 0})
+    if config.search.one_shot:
+        return _search_one_shot(config, arm, folder, space_cls, space_args, slot, started)
+    return _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, started, say)
+
+
+def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, started, say) -> dict[str, Any]:
+    import yaml
+
+    from nni_bio import experiment as ex
+
+    log = folder / "search.log"
+    (folder / "experiment.yml").write_text(yaml.safe_dump(experiment_yaml(config, arm, folder, slot), sort_keys=False))
+    client, exp_id, port = _follow_or_create(folder, log)
+    say(f"search {arm}: NNI experiment {exp_id}, web UI http://127.0.0.1:{port}")
+    try:
+        trials = ex.wait(client, config.search.max_trials, math.inf, progress=False)
+    finally:
+        ex.stop(exp_id)
+    records = [{"id": t.id, "status": t.status, "val_acc": t.score,
+                "sample": {k: ex.unwrap_choice(v) for k, v in t.parameters.items()}} for t in trials]
+    best = ex.best_trial(trials)
+    started = json.loads((folder / "experiment.json").read_text()).get("started", started)
+    summary = {"strategy": config.search.strategy, "experiment_id": exp_id, "architectures": size,
+               "trials": records, "seconds": round(time.time() - started, 1),
+               "trial_epochs": config.search.epochs * len(records),
+               "web_ui": f"nnictl view {exp_id} --experiment_dir {folder / 'nni'}"}
+    if best is None:
+        reasons = f"all {len(trials)} trials failed" if trials else "no trial ran"
+        mark_failed(folder, f"{reasons}; trial logs under {folder / 'nni' / exp_id / 'trials'}")
+        write_json(folder / "search.json", {**summary, "status": "failed", "reason": reasons})
+        raise StageFailed(f"arm {arm}: {reasons}")
+    sample = {k: ex.unwrap_choice(v) for k, v in best.parameters.items()}
+    return _finish_search(folder, space_cls.export_genotype(sample, space_args),
+                          {**summary, "status": "complete", "best_trial": best.id, "best_val_acc": best.score})
+
+
+def _search_one_shot(config, arm, folder, space_cls, space_args, slot, started) -> dict[str, Any]:
+    run_dir = folder / "oneshot"
+    hparams = {**config.search.train, **config.search.hparams}
+    command = [sys.executable, "-m", "nni_bio.oneshot", "--strategy", config.search.strategy, "--space", config.space,
+               "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True), "--dataset", config.dataset,
+               "--epochs", str(config.search.epochs), "--threads", str(slot.threads), "--device", slot.device,
+               "--hparams", json.dumps(hparams), "--output", str(run_dir)]
+    if config.data_dir:
+        command += ["--data-dir", config.data_dir]
+    run_child(command, folder / "search.log", slot)
+    genotype = json.loads((run_dir / "genotype.json").read_text())
+    result = json.loads((run_dir / "result.json").read_text())
+    return _finish_search(folder, genotype, {
+        "status": "complete", "strategy": config.search.strategy, "architectures": None, "trials": [],
+        "seconds": round(time.time() - started, 1), "trial_epochs": config.search.epochs,
+        "best_val_acc": result.get("derived_val_acc", result.get("default")),
+        "supernet_val_acc": result.get("supernet_val_acc", result.get("default"))})
+
+
+def _finish_search(folder: Path, genotype: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    write_json(folder / "genotype.json", genotype)
+    summary = {**summary, "genotype": genotype}
+    write_json(folder / "search.json", summary)
+    return summary
+
+
+def search_done(study_dir: Path, arm: str) -> bool:
+    path = study_dir / SEARCH / arm / "search.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
+
+
+# ------------------------------------------------------------------------------- retrain and attack
+
+def retrain_dir(study_dir: Path, arm: str, seed: int) -> Path:
+    return study_dir / RETRAIN / arm / f"s{seed}"
+
+
+def attack_dir(study_dir: Path, arm: str, seed: int) -> Path:
+    return study_dir / ATTACK / arm / f"s{seed}"
+
+
+def retrain_done(study_dir: Path, arm: str, seed: int) -> bool:
+    path = retrain_dir(study_dir, arm, seed) / "result.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
+
+
+def run_retrain(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> None:
+    """``nni-bio train`` of the arm's genotype with one seed (resumed if interrupted)."""
+    out = retrain_dir(study_dir, arm, seed)
+    command = [sys.executable, "-m", "nni_bio.cli", "train", "--genotype", str(study_dir / SEARCH / arm / "genotype.json"),
+               "--dataset", config.dataset, "--epochs", str(config.retrain.epochs), "--seed", str(seed),
+               "--device", slot.device, "--output", str(out), "--no-progress", *cli_flags(config.retrain.args)]
+    if config.data_dir:
+        command += ["--data-dir", config.data_dir]
+    if (out / "checkpoint.pt").is_file():
+        command.append("--resume")
+    run_child(command, out.parent / f"s{seed}.log", slot)
+
+
+def attack_done(study_dir: Path, arm: str, seed: int) -> bool:
+    return (attack_dir(study_dir, arm, seed) / "attack.json").is_file()
+
+
+def run_attack(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> None:
+    """``nni-bio attack`` of one retrained network (white-box through both gradient views, Square)."""
+    a = config.attack
+    out = attack_dir(study_dir, arm, seed)
+    command = [sys.executable, "-m", "nni_bio.cli", "attack", str(retrain_dir(study_dir, arm, seed)),
+               "--attacks", ",".join(a.attacks), "--gradient", ",".join(a.gradients), "--eps", a.eps,
+               "--num-images", str(a.num_images), "--pgd-steps", str(a.pgd_steps),
+               "--square-queries", str(a.square_queries), "--device", slot.device, "--output", str(out)]
+    run_child(command, out.parent / f"s{seed}.log", slot)
+
+
+__all__ = ["ATTACK", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_dir", "attack_done", "cli_flags",
+           "failure", "mark_failed", "retrain_dir", "retrain_done", "run_attack", "run_retrain", "run_search",
+           "search_done", "space_size"]
