@@ -154,9 +154,77 @@ def test_idx_errors_name_file_and_check(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="2 dimensions .* expected 3"):
         get_dataset("fashion-mnist", "train", tmp_path)
     write_idx(images, np.zeros((48, 28, 28), np.uint8))
-    (folder / "t10k-images-idx3-ubyte").write_bytes(gzip.compress(b"x" * 100)[:20])
+    valid = struct.pack(">IIII", 0x0803, 10, 28, 28) + np.random.default_rng(0).bytes(7840)
+    (folder / "t10k-images-idx3-ubyte").write_bytes(gzip.compress(valid)[:1000])
     with pytest.raises(DataError, match="corrupt or truncated gzip"):
         get_dataset("fashion-mnist", "test", tmp_path)
+
+
+def _gzip_idx(path: Path, header: bytes, payload_chunks) -> Path:
+    """Write ``header`` then the chunks through a streaming gzip writer (never the whole payload in memory)."""
+    with gzip.open(path, "wb") as f:
+        f.write(header)
+        for chunk in payload_chunks:
+            f.write(chunk)
+    return path
+
+
+def _peak_bytes(fn) -> int:
+    """Peak Python memory allocated while ``fn()`` runs (tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_idx_gzip_bomb_stops_one_byte_past_the_header_size(tmp_path: Path) -> None:
+    # the header says 10 images (7,840 bytes); the gzip (~100 KB) decompresses to 100 MB
+    bomb = _gzip_idx(tmp_path / "t10k-images-idx3-ubyte.gz", struct.pack(">IIII", 0x0803, 10, 28, 28),
+                     (bytes(1 << 20) for _ in range(100)))
+    assert bomb.stat().st_size < 200_000
+
+    def read():
+        with pytest.raises(DataError, match=r"header says shape \(10, 28, 28\) .* decompressed file has more than"):
+            read_idx(bomb)
+
+    assert _peak_bytes(read) < 4_000_000  # before: the whole 100 MB was decompressed first
+
+
+def test_idx_header_must_fit_the_compressed_file(tmp_path: Path) -> None:
+    small = _gzip_idx(tmp_path / "a.gz", struct.pack(">IIII", 0x0803, 600_000, 28, 28), [bytes(1000)])
+    peak = _peak_bytes(lambda: _expect(small, "more than a [0-9,]+-byte gzip file can hold"))
+    assert peak < 1_000_000  # refused before decompressing (the header claims 470 MB)
+    huge = _gzip_idx(tmp_path / "b.gz", struct.pack(">IIII", 0x0803, 0xFFFFFFFF, 0xFFFF, 0xFFFF), [b""])
+    _expect(huge, "more than the 1,073,741,824 this reader accepts")
+    short = _gzip_idx(tmp_path / "c.gz", struct.pack(">IIII", 0x0803, 10, 28, 28), [bytes(7839)])
+    _expect(short, r"decompressed file has only 7,855 bytes, not that")
+    exact = _gzip_idx(tmp_path / "d.gz", struct.pack(">IIII", 0x0803, 10, 28, 28), [bytes(7840)])
+    assert read_idx(exact, ndim=3).shape == (10, 28, 28)
+
+
+def _expect(path: Path, pattern: str) -> None:
+    with pytest.raises(DataError, match=pattern):
+        read_idx(path)
+
+
+def test_uncompressed_idx_size_is_checked_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "labels-idx1-ubyte"
+    path.write_bytes(struct.pack(">II", 0x0801, 5) + bytes(5 + 100_000_000 // 100))
+    _expect(path, r"header says shape \(5,\) \(13 bytes with the header\) but the file has 1,000,013 bytes")
+    assert _peak_bytes(lambda: _expect(path, "but the file has")) < 100_000  # the payload is never read
+
+
+def test_real_fashion_mnist_files_load(tmp_path: Path) -> None:
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    images, labels = fashion_mnist.read_pair(folder, "test")
+    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
+    assert np.bincount(labels).tolist() == [1000] * 10
 
 
 def test_missing_files_say_what_is_expected_where(tmp_path: Path) -> None:
