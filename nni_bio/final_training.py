@@ -10,7 +10,11 @@ Output folder::
     spec.json          how to rebuild the network, the data set and the training settings
     checkpoint.pt      after every epoch, atomically (resume with ``--resume``)
     model.pt           final weights ({"model": state_dict, "spec": ...}; weights_only loadable)
-    result.json        status, final test/val accuracy, best validation epoch, rules, history
+    result.json        status ("running", "complete", or "diverged"/"failed"/"interrupted" with the
+                       error), final test/val accuracy, best validation epoch, rules, history
+
+The folder is created only after the network is built and the data set opened: a command with an
+unknown rule or a missing data set fails without leaving a folder behind.
     tensorboard/       losses, accuracies, learning rate, alignment angles per rule layer
 """
 
@@ -34,7 +38,7 @@ from nni_bio.errors import NniBioError
 from nni_bio.layers import RuleLayer
 from nni_bio.model_spec import build_model, describe
 from nni_bio.swap import rule_map
-from nni_bio.training import EpochMetrics, TrainConfig, evaluate, train
+from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
 
 CHECKPOINT, MODEL, RESULT, SPEC = "checkpoint.pt", "model.pt", "result.json", "spec.json"
 
@@ -95,8 +99,6 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
         raise NniBioError(f"{output} already holds a run ({CHECKPOINT}): pass --resume to continue it, or choose "
                           f"another --output")
     main = is_main()
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
     setup = {"model": spec, "dataset": dataset, "data_dir": data_dir, "cutout": cutout, "augment": augment,
              "split_seed": split_seed, "train_limit": train_limit, "config": asdict(config)}
     saved = load_checkpoint(checkpoint) if resume and checkpoint.exists() else None
@@ -107,16 +109,20 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
         if changed:
             raise NniBioError(f"cannot resume {output}: {', '.join(changed)} differ from the interrupted run's "
                               f"(see {output / SPEC})")
-    if main:
-        write_json(output / SPEC, setup)
 
+    # Everything that can fail on a bad argument (unknown rule or model, missing data set) runs before
+    # the output folder exists, so a mistyped command leaves nothing behind.
     torch.manual_seed(config.seed)
     model = build_model(spec, dataset)
     train_set = get_dataset(dataset, "train", data_dir, seed=split_seed, augment=augment, cutout=cutout)
     if train_limit:
         train_set = Subset(train_set, range(min(train_limit, len(train_set))))
     val_set = get_dataset(dataset, "val", data_dir, seed=split_seed)
+    test_set = get_dataset(dataset, "test", data_dir, seed=split_seed)
     rules = rule_map(model)
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        write_json(output / SPEC, setup)
     log(f"{describe(spec)} on {dataset}: {len(train_set):,} training / {len(val_set):,} validation images; "
         f"weights per rule {weight_counts(model)}")
 
@@ -141,12 +147,21 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
         history.append(asdict(m))
         write_json(output / RESULT, {**base, "history": history})
 
+    if main:
+        write_json(output / RESULT, {**base, "history": history})
     try:
-        result = train(model, train_set, val_set, config, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
-                       resume=resume, diagnose=diagnose, checkpoint_extra={"spec": spec, "setup": setup})
+        try:
+            result = train(model, train_set, val_set, config, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
+                           resume=resume, diagnose=diagnose, checkpoint_extra={"spec": spec, "setup": setup})
+        except BaseException as exc:
+            if main:  # result.json must not keep saying "running" for a run that has stopped
+                status = ("diverged" if isinstance(exc, DivergenceError) else
+                          "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+                write_json(output / RESULT, {**base, "status": status, "error": f"{type(exc).__name__}: {exc}",
+                                             "history": history})
+            raise
         if not main:
             return {}
-        test_set = get_dataset(dataset, "test", data_dir, seed=split_seed)
         test_loader = DataLoader(test_set, batch_size=max(256, config.batch_size))
         test_loss, test_acc = evaluate(model, test_loader, config.device)
         final, best = result.final, result.best_val

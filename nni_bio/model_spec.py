@@ -9,12 +9,13 @@
 
 For both, ``rule`` (every layer) and then ``rule_map`` (fnmatch pattern -> rule) are applied with
 :func:`nni_bio.swap_rule` after building; a genotype network otherwise keeps the rules its
-genotype names. The data set's shape (channels, classes, image size) is passed where the
+genotype names. A ``rule_map`` pattern that matches no rule layer is an error for both kinds. The data set's shape (channels, classes, image size) is passed where the
 builder accepts it, so a cell searched on CIFAR-10 retrains on CIFAR-100.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -104,8 +105,21 @@ def build_model(spec: Mapping[str, Any], dataset: str) -> nn.Module:
     if spec.get("rule"):
         swap_rule(model, spec["rule"])
     if spec.get("rule_map"):
+        _check_patterns(model, spec["rule_map"], f"the {genotype['space']!r} genotype network")
         swap_rule(model, dict(spec["rule_map"]))
     return model
+
+
+def _check_patterns(model: nn.Module, rule_map: Mapping[str, str], what: str) -> None:
+    """Raise if a ``rule_map`` pattern matches no rule layer (a typo would otherwise change nothing)."""
+    from nni_bio.layers import RuleLayer
+
+    names = [n for n, m in model.named_modules() if isinstance(m, RuleLayer)]
+    unmatched = [p for p in rule_map if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
+        raise NniBioError(f"rule-map patterns {unmatched} match no layer of {what}; layer names: {shown} "
+                          "(nni-bio train --print-layers, without --rule-map, lists them with their rules)")
 
 
 __all__ = ["build_model", "describe", "fixed_spec", "genotype_spec"]

@@ -1,6 +1,7 @@
 """Final training: accuracy, bit-exact resume, drop-path schedule, AMP, DDP smoke, angle monitors."""
 
 import json
+import math
 from dataclasses import asdict
 
 import pytest
@@ -14,9 +15,17 @@ from nni_bio.final_training import load_run, run_final_training
 from nni_bio.model_spec import fixed_spec
 from nni_bio.models import build_fixed_model
 from nni_bio.monitor import Diagnostics, feedback_angles, gradient_angles
-from nni_bio.training import TrainConfig, train
+from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, train
 
 DIGITS = dict(in_channels=1, num_classes=10, image_size=8)
+
+# Two float32 gradients that agree up to rounding differ by about K * eps32 relative to their size,
+# where K is the number of products summed into one entry (at most 16 images x 64 positions here),
+# so the angle between them can reach about K * eps32 radians: 1024 * 1.2e-7 rad ~ 0.007 degrees.
+# (The angle is taken in float64 from the float32 tensors; an arccos of a float32 cosine would
+# instead be off by ~sqrt(2 * eps32) rad ~ 0.03 degrees near 0.) The rule checks below separate
+# angles > 1 degree from ones that are zero up to this rounding.
+FLOAT32_ANGLE_TOL = math.degrees(16 * 64 * torch.finfo(torch.float32).eps)
 
 
 def quiet(_line):
@@ -104,10 +113,10 @@ def test_angles_behave_as_the_rules_say():
     assert angles["3"] < 60  # sign-concordant
     x, y = get_dataset("digits", "val")[0][0].expand(16, 1, 8, 8), torch.arange(16) % 10
     grads = gradient_angles(net, x, y)
-    assert grads["8"] == pytest.approx(0, abs=1e-6)  # top layer: exact error, exact local gradient
+    assert grads["8"] == pytest.approx(0, abs=FLOAT32_ANGLE_TOL)  # top layer: exact error, exact local gradient
     assert grads["0"] > 1  # below a sign-symmetric layer the error is approximate
     bp = gradient_angles(nni_bio.swap_rule(net, "backprop"), x, y)
-    assert max(bp.values()) == pytest.approx(0, abs=1e-6)
+    assert max(bp.values()) == pytest.approx(0, abs=FLOAT32_ANGLE_TOL)
 
 
 class DropPathNet(nn.Module):
@@ -141,3 +150,39 @@ def test_ddp_path_runs_as_a_one_process_gloo_group(tmp_path):
     finally:
         dist.destroy_process_group()
     assert result.final.val_acc > 0.5 and (tmp_path / "c.pt").is_file()
+
+
+def test_a_diverged_run_says_so_in_result_json(tmp_path):
+    with pytest.raises(DivergenceError):
+        run_final_training(fixed_spec("tiny-cnn", rule="usf"), dataset="digits", output=tmp_path, log=quiet,
+                           config=TrainConfig(epochs=2, lr=1e30, grad_clip=0), diagnostics_every=0)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "diverged" and "loss is nan" in result["error"].lower()
+
+
+def test_a_run_diverging_after_an_epoch_keeps_its_history(tmp_path, monkeypatch):
+    import nni_bio.final_training as final_training
+
+    def one_epoch_then_nan(model, train_set, val_set, config, *, on_epoch_end, **kwargs):
+        on_epoch_end(EpochMetrics(1, 0.5, 0.8, 0.6, 0.75, 0.05, 1.0))
+        raise DivergenceError("training diverged at epoch 2, step 30: loss is nan. Lower the learning rate")
+
+    monkeypatch.setattr(final_training, "train", one_epoch_then_nan)
+    with pytest.raises(DivergenceError):
+        run_final_training(fixed_spec("tiny-cnn"), dataset="digits", output=tmp_path, config=TrainConfig(epochs=3),
+                           diagnostics_every=0, log=quiet)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "diverged"  # before: "running", as written after epoch 1
+    assert result["error"].startswith("DivergenceError: training diverged at epoch 2")
+    assert [m["epoch"] for m in result["history"]] == [1]
+
+
+def test_bad_arguments_leave_no_output_folder(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(nni_bio.NniBioError, match="unknown learning rule"):
+        run_final_training(fixed_spec("tiny-cnn", rule="nope"), dataset="digits", output=out,
+                           config=TrainConfig(epochs=1), log=quiet)
+    with pytest.raises(nni_bio.NniBioError, match="not found"):
+        run_final_training(fixed_spec("tiny-cnn"), dataset="cifar10", data_dir=str(tmp_path / "none"), output=out,
+                           config=TrainConfig(epochs=1), log=quiet)
+    assert not out.exists()

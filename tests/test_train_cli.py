@@ -110,3 +110,28 @@ def test_darts_genotype_with_auxiliary_head_and_scheduled_drop_path(tmp_path):
                  "--width", "4", "--cells", "3", "--auxiliary", "--attacks", "fgsm", "--eps", "0", "--num-images", "20",
                  "--output", str(tmp_path / "attack")]) == 0
     assert (tmp_path / "attack" / "attack.md").is_file()
+
+
+def test_bad_arguments_fail_before_the_run_folder_exists(tmp_path, capsys):
+    out = tmp_path / "runs" / "typo"
+    assert main(["train", "--model", "tiny-cnn", "--rule", "nope", "--no-progress", "--output", str(out)]) == 2
+    assert "unknown learning rule 'nope'" in capsys.readouterr().err
+    assert main(["train", "--model", "tiny-cnn", "--dataset", "cifar10", "--data-dir", str(tmp_path / "no-data"),
+                 "--no-progress", "--output", str(out)]) == 2
+    assert "data set 'cifar10' not found" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "runs").exists()  # before: runs/typo/spec.json stayed behind
+
+
+def test_genotype_rule_map_pattern_that_matches_nothing_is_an_error(tmp_path, capsys):
+    from nni_bio.search_spaces.darts_net import BIODARTS
+
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps(BIODARTS))
+    base = ["train", "--genotype", str(genotype), "--width", "4", "--cells", "3", "--dataset", "digits",
+            "--print-layers"]
+    assert main([*base, "--rule-map", '{"cells.0.*": "fa", "cell.0.*": "usf"}']) == 2  # "cell" is a typo
+    err = capsys.readouterr().err
+    assert "rule-map patterns ['cell.0.*'] match no layer" in err and "cells.0." in err
+    assert main([*base, "--rule-map", '{"cells.0.*": "fa"}']) == 0
+    rules = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert {r for n, r in rules.items() if n.startswith("cells.0.")} == {"fa"}
