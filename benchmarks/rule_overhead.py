@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.dfa import ErrorBus
+from nni_bio.error_bus import ErrorBus
 from nni_bio.errors import UnsupportedLayerError
 from nni_bio.layers import RuleLayer
 

@@ -20,9 +20,10 @@ from nni_bio._registry import list_rules as list_rules
 from nni_bio._registry import register_rule as register_rule
 from nni_bio._registry import rule_sources as rule_sources
 from nni_bio._registry import unregister_rule as unregister_rule
-from nni_bio.dfa import enable_dfa as enable_dfa
+from nni_bio.error_bus import enable_dfa as enable_dfa
 from nni_bio.errors import NniBioError as NniBioError
 from nni_bio.errors import UnknownRuleError as UnknownRuleError
+from nni_bio.layers import LayerOp as LayerOp
 from nni_bio.layers import RuleConv2d as RuleConv2d
 from nni_bio.layers import RuleLayer as RuleLayer
 from nni_bio.layers import RuleLinear as RuleLinear
@@ -30,13 +31,15 @@ from nni_bio.rule import PLUGIN_API_VERSION as PLUGIN_API_VERSION
 from nni_bio.rule import Feedback as Feedback
 from nni_bio.rule import LearningRule as LearningRule
 from nni_bio.rule import RuleInfo as RuleInfo
+from nni_bio.rule import xavier_like as xavier_like
+from nni_bio.rule import xavier_std as xavier_std
 from nni_bio.swap import rule_map as rule_map
 from nni_bio.swap import swap_rule as swap_rule
 
 __all__ = [
-    "PLUGIN_API_VERSION", "Feedback", "LearningRule", "NniBioError", "RuleConv2d", "RuleInfo", "RuleLayer",
-    "RuleLinear", "UnknownRuleError", "enable_dfa", "get_rule", "is_rule", "list_rules", "register_rule",
-    "rule_map", "rule_sources", "swap_rule", "unregister_rule",
+    "PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "NniBioError", "RuleConv2d", "RuleInfo",
+    "RuleLayer", "RuleLinear", "UnknownRuleError", "enable_dfa", "get_rule", "is_rule", "list_rules",
+    "register_rule", "rule_map", "rule_sources", "swap_rule", "unregister_rule", "xavier_like", "xavier_std",
 ]
 
 

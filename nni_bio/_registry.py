@@ -3,7 +3,8 @@ run time with :func:`register_rule` (notebooks, tests).
 
 Listing reads entry-point metadata only; a rule's code is imported on first :func:`get_rule`.
 nni-bio's built-in rules are entry points of the ``nni-bio`` distribution, found the same way as
-third-party plugins.
+third-party plugins. :func:`rule_report` loads every rule and reports failures instead of raising
+(``nni-bio rules``).
 
 Environment:
     NNI_BIO_DISABLE_PLUGIN_AUTOLOAD=1: ignore every distribution but nni-bio itself.
@@ -17,9 +18,9 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 
-from nni_bio.errors import (IncompatiblePluginError, PluginLoadError, RuleCollisionError,
-                            UnknownRuleError)
-from nni_bio.rule import PLUGIN_API_VERSION, SUPPORTED_API_VERSIONS, LearningRule
+from nni_bio.errors import (IncompatiblePluginError, NniBioError, PluginLoadError, RuleCollisionError,
+                            RuleTypeError, UnknownRuleError)
+from nni_bio.rule import PLUGIN_API_VERSION, SUPPORTED_API_VERSIONS, LearningRule, RuleInfo
 
 GROUP = "nni_bio.rules"
 OWN_DISTRIBUTION = "nni-bio"
@@ -128,10 +129,13 @@ def get_rule(name: str | LearningRule) -> LearningRule:
         UnknownRuleError: no such rule (the message suggests close names).
         RuleCollisionError: two distributions provide it.
         PluginLoadError: its entry point fails to import or is not a learning rule.
-        IncompatiblePluginError: it targets an unsupported plugin API version.
+        IncompatiblePluginError: it targets an unsupported plugin API version, or declares none.
+        RuleTypeError: ``name`` is neither a string nor a LearningRule instance (e.g. a rule class).
     """
     if isinstance(name, LearningRule):
         return name
+    if not isinstance(name, str):
+        raise RuleTypeError(_not_a_rule(name))
     if name in _loaded:
         return _loaded[name]
     sources = _all_sources()
@@ -143,6 +147,15 @@ def get_rule(name: str | LearningRule) -> LearningRule:
     rule = _runtime[name] if found[0].entry_point is None else _load(found[0])
     _loaded[name] = rule
     return rule
+
+
+def _not_a_rule(value: object) -> str:
+    message = f"get_rule() takes a rule name (a str) or a LearningRule instance, not {value!r}"
+    if isinstance(value, type) and issubclass(value, LearningRule):
+        info = getattr(value, "info", None)
+        by_name = f" or its name, get_rule({info.name!r})" if isinstance(info, RuleInfo) else ""
+        return f"{message}: pass an instance, get_rule({value.__name__}()){by_name}"
+    return message
 
 
 def _load(source: RuleSource) -> LearningRule:
@@ -165,8 +178,14 @@ def _load(source: RuleSource) -> LearningRule:
 
 def _check_info(rule: LearningRule, name: str, where: str) -> None:
     info = getattr(rule, "info", None)
-    if info is None:
-        raise PluginLoadError(f"{where}: the rule has no `info` (a nni_bio.RuleInfo)")
+    if not isinstance(info, RuleInfo):
+        raise PluginLoadError(f"{where}: the rule has no `info` (a nni_bio.RuleInfo), found {info!r}")
+    if info.api_version is None:
+        raise IncompatiblePluginError(
+            f"{where} does not declare the nni-bio plugin API version it was written for. Add "
+            f"api_version={PLUGIN_API_VERSION} to its RuleInfo (the current version; check that the rule "
+            "follows this version's contract)."
+        )
     if info.api_version not in SUPPORTED_API_VERSIONS:
         raise IncompatiblePluginError(
             f"{where} targets nni-bio plugin API version {info.api_version}, but this nni-bio supports "
@@ -175,6 +194,36 @@ def _check_info(rule: LearningRule, name: str, where: str) -> None:
         )
     if info.name != name:
         raise PluginLoadError(f"{where}: the entry point is named {name!r} but the rule calls itself {info.name!r}")
+
+
+@dataclass(frozen=True)
+class RuleStatus:
+    """One provider of one rule name, loaded: ``rule`` on success, else ``error``."""
+
+    name: str
+    source: RuleSource
+    rule: LearningRule | None = None
+    error: NniBioError | None = None
+
+
+def rule_report() -> list[RuleStatus]:
+    """Every provider of every rule name, loaded, with the failures as values instead of raised.
+
+    A name offered by two providers gives one row per provider, each carrying the collision error; an
+    entry point that fails to import, is not a rule or targets another plugin API version gives a row
+    with that error. Sorted by name. This is what ``nni-bio rules`` prints.
+    """
+    rows = []
+    for name, found in sorted(_all_sources().items()):
+        if len(found) > 1:
+            error = _collision(name, found)
+            rows.extend(RuleStatus(name, source, error=error) for source in found)
+            continue
+        try:
+            rows.append(RuleStatus(name, found[0], rule=get_rule(name)))
+        except NniBioError as exc:
+            rows.append(RuleStatus(name, found[0], error=exc))
+    return rows
 
 
 def register_rule(rule: LearningRule | type[LearningRule]) -> LearningRule:

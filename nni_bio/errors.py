@@ -34,7 +34,15 @@ class PluginLoadError(NniBioError):
 
 
 class IncompatiblePluginError(NniBioError):
-    """A plugin targets a plugin API version this nni-bio does not support."""
+    """A plugin targets a plugin API version this nni-bio does not support, or declares none."""
+
+
+class RuleTypeError(NniBioError, TypeError):
+    """Something that is not a rule name or a :class:`~nni_bio.rule.LearningRule` instance was given as a rule."""
+
+
+class RuleContractError(NniBioError, RuntimeError):
+    """A rule broke the contract at run time, e.g. feedback that would leak gradient into W."""
 
 
 class UnsupportedLayerError(NniBioError, ValueError):

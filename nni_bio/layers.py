@@ -2,7 +2,17 @@
 
 The forward pass is the ordinary ``F.linear``/``F.conv2d`` with the layer's own ``weight`` and
 ``bias``; the rule's :class:`~nni_bio.rule.Feedback` module (attribute ``feedback``) decides the
-backward pass. A layer can switch rules in place (:meth:`RuleLayer.set_rule`) and keeps its weights.
+backward pass. A layer holds its rule object (``layer.rule``), never looks rule names up, and can
+switch rules in place (:meth:`RuleLayer.set_rule`) keeping its weights.
+
+This module is the bottom of the rule core: it knows a rule only through the object it is given.
+``rule.py`` (the contract and the ``rule.linear``/``rule.conv2d`` builders) builds on it, the registry
+(``_registry.py``) on both, and ``error_bus.py``, ``swap.py`` and ``testing.py`` on top.
+
+Reproducibility: every layer makes the same draws from the global RNG whatever its rule (Xavier
+weights, then one 63-bit :attr:`RuleLayer.seed`); rules draw their feedback state from
+:meth:`RuleLayer.rule_generator`, a private stream seeded by it. The rule chosen for one layer
+therefore changes neither the other layers' weights nor the global RNG state.
 """
 
 from __future__ import annotations
@@ -14,17 +24,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from nni_bio.errors import RuleStateError
+from nni_bio.errors import RuleContractError, RuleStateError, RuleTypeError, UnsupportedLayerError
 
-if TYPE_CHECKING:
-    from nni_bio.dfa import ErrorBus
-    from nni_bio.rule import LearningRule
+if TYPE_CHECKING:  # type-only: these modules import this one
+    from nni_bio.error_bus import ErrorBus
+    from nni_bio.rule import Feedback, LearningRule
 
 Needs = tuple[bool, bool, bool]
+_SEED_BOUND = 2**63 - 1
 
 
 class LayerOp:
-    """Geometry of a layer and its fused backward (input, weight and bias gradients in one call)."""
+    """Geometry of a layer and its fused backward (input, weight and bias gradients in one call).
+
+    A rule's :meth:`~nni_bio.rule.Feedback.backward` receives it as ``op``: ``op.forward`` is the
+    layer's forward and ``op.grads`` the gradients with any tensor of W's shape in W's place.
+    """
 
     kind: str
 
@@ -51,26 +66,47 @@ class LinearOp(LayerOp):
 
 
 class Conv2dOp(LayerOp):
+    """A convolution with symmetric zero ``padding``; ``pad`` (F.pad order: left, right, top, bottom)
+    first pads the input asymmetrically, for ``padding="same"`` with an even total padding."""
+
     kind = "conv2d"
 
-    def __init__(self, stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int):
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+    def __init__(self, stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+                 pad: tuple[int, int, int, int] | None = None):
+        self.stride, self.padding, self.dilation, self.groups, self.pad = stride, padding, dilation, groups, pad
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def grads(self, g: Tensor, x: Tensor, matrix: Tensor, needs: Needs) -> tuple[Tensor | None, ...]:
         if x.dim() == 3:  # unbatched (C, H, W) input, which F.conv2d (and nn.Conv2d) accept
             gx, gw, gb = self.grads(g.unsqueeze(0), x.unsqueeze(0), matrix, needs)
             return (gx.squeeze(0) if gx is not None else None), gw, gb
+        padded = F.pad(x, self.pad) if self.pad is not None else x
         # The weight gradient of a convolution depends on the weight's shape only, so one call with
         # the feedback tensor in W's place gives the substituted input gradient and the exact weight
         # gradient: the same cost as plain backprop.
         bias_sizes = [matrix.shape[0]] if needs[2] else None
-        return torch.ops.aten.convolution_backward(
-            g, x.to(g.dtype), matrix.to(g.dtype), bias_sizes, list(self.stride), list(self.padding),
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            g, padded.to(g.dtype), matrix.to(g.dtype), bias_sizes, list(self.stride), list(self.padding),
             list(self.dilation), False, [0, 0], self.groups, list(needs),
         )
+        if gx is not None and self.pad is not None:
+            left, _, top, _ = self.pad
+            gx = gx[..., top:top + x.shape[-2], left:left + x.shape[-1]]
+        return gx, gw, gb
+
+
+def _same_padding(kernel_size: tuple[int, int], dilation: tuple[int, int]
+                  ) -> tuple[tuple[int, int], tuple[int, int, int, int] | None]:
+    """``padding="same"`` as nn.Conv2d does it: symmetric when it can, else the extra row/column at the end."""
+    totals = [d * (k - 1) for d, k in zip(dilation, kernel_size)]
+    if all(t % 2 == 0 for t in totals):
+        return (totals[0] // 2, totals[1] // 2), None
+    (th, tw), (top, left) = totals, (totals[0] // 2, totals[1] // 2)
+    return (0, 0), (left, tw - left, top, th - top)
 
 
 class _RuleFunction(torch.autograd.Function):
@@ -90,49 +126,65 @@ class _RuleFunction(torch.autograd.Function):
         nx, nw, nb, nfb = ctx.needs_input_grad[:4]
         needs = (nx, nw or nfb, nb and ctx.has_bias)
         gx, gw, gb = ctx.layer_feedback.backward(ctx.op, grad_out, x, feedback, out, needs)
-        # A feedback tensor that requires grad (Kolen-Pollack) gets exactly W's gradient.
+        # Learned feedback (RuleInfo.learned_feedback, e.g. Kolen-Pollack) gets exactly W's gradient;
+        # RuleLayer.forward refuses any other feedback tensor that requires grad.
         return gx, gw if nw else None, gb, gw if nfb else None, None
 
 
 class RuleLayer(nn.Module):
-    """Base of the layers hosting a learning rule: ``weight``, ``bias``, ``feedback`` and ``rule_name``."""
+    """Base of the layers hosting a learning rule: ``weight``, ``bias``, ``feedback``, ``rule`` and ``seed``."""
 
     op: LayerOp
     weight: nn.Parameter
     bias: nn.Parameter | None
-    feedback: nn.Module
+    feedback: Feedback
 
     def __init__(self) -> None:
         super().__init__()
         self.rule_name = ""
+        self.seed = 0
         self.bus: ErrorBus | None = None  # set by nni_bio.enable_dfa for rules needing the output error
 
     def _init_parameters(self) -> None:
+        """Xavier-uniform weight, zero bias, then the layer's seed: the same global draws for every rule."""
         nn.init.xavier_uniform_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        self.seed = int(torch.randint(0, _SEED_BOUND, (), device="cpu"))
+
+    def rule_generator(self) -> torch.Generator:
+        """A fresh CPU generator seeded with the layer's seed: rules draw their initial feedback state
+        from it (move the result to the weight's device), never from the global RNG."""
+        return torch.Generator().manual_seed(self.seed)
 
     @property
     def rule(self) -> LearningRule:
-        from nni_bio._registry import get_rule
+        """The rule object this layer follows."""
+        return self._rule
 
-        return get_rule(self.rule_name)
+    def set_rule(self, rule: LearningRule) -> RuleLayer:
+        """Switch to another learning rule in place; weight and bias are kept.
 
-    def set_rule(self, rule: LearningRule | str) -> RuleLayer:
-        """Switch to another learning rule in place; weight and bias are kept, rule state is fresh.
-
-        A rule with learned feedback adds Parameters: rebuild the optimizer after switching.
+        The new rule's state is built fresh from the layer's seed (so switching back gives the same
+        fixed feedback again); switching to the rule the layer already has keeps its state. A rule with
+        learned feedback adds Parameters: rebuild the optimizer after switching. To switch by name, use
+        ``layer.set_rule(nni_bio.get_rule(name))`` or :func:`nni_bio.swap_rule`.
         """
-        from nni_bio._registry import get_rule
-
-        rule = get_rule(rule) if isinstance(rule, str) else rule
-        rule._check_kind(self.op.kind)
-        if getattr(self.op, "groups", 1) != 1 and not rule.info.supports_groups:
-            from nni_bio.errors import UnsupportedLayerError
-
-            raise UnsupportedLayerError(f"rule {rule.info.name!r} does not support grouped or depthwise convolutions")
-        self.rule_name = rule.info.name
-        self.feedback = rule.feedback(self)
+        info = getattr(rule, "info", None)
+        if isinstance(rule, (str, type)) or info is None or not callable(getattr(rule, "feedback", None)):
+            hint = (f"; pass nni_bio.get_rule({rule!r})" if isinstance(rule, str)
+                    else f"; pass an instance, {rule.__name__}()" if isinstance(rule, type) else "")
+            raise RuleTypeError(f"set_rule() takes a LearningRule instance, not {rule!r}{hint}")
+        if self.op.kind not in info.layer_kinds:
+            raise UnsupportedLayerError(
+                f"rule {info.name!r} cannot build a {self.op.kind} layer (it supports: {', '.join(info.layer_kinds)})")
+        if getattr(self.op, "groups", 1) != 1 and not info.supports_groups:
+            raise UnsupportedLayerError(f"rule {info.name!r} does not support grouped or depthwise convolutions")
+        keep = self.rule_name == info.name and "feedback" in self._modules
+        self._rule = rule
+        if not keep:
+            self.rule_name = info.name
+            self.feedback = rule.feedback(self)
         return self
 
     def forward(self, x: Tensor) -> Tensor:
@@ -148,10 +200,17 @@ class RuleLayer(nn.Module):
             return self.op.forward(x, weight, bias)  # no backward can follow: skip the rule's work
         with torch.autocast(x.device.type, enabled=False):
             matrix = fb.feedback_weight(self.weight, self.training)
+            if matrix.requires_grad and not self._rule.info.learned_feedback:
+                raise RuleContractError(
+                    f"rule {self.rule_name!r}: feedback_weight() returned a tensor that requires grad, so the "
+                    "gradient sent to it would flow back into the weights (W's gradient would be wrong). Compute "
+                    "it under torch.no_grad() or .detach() it; if the feedback is meant to learn, declare "
+                    "RuleInfo(learned_feedback=True) and return a Parameter that does not depend on W."
+                )
             return _RuleFunction.apply(x, weight, bias, matrix, self)
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"rule": self.rule_name}
+        return {"rule": self.rule_name, "seed": self.seed}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         saved = state.get("rule") if isinstance(state, dict) else None
@@ -160,12 +219,14 @@ class RuleLayer(nn.Module):
                 f"this state was saved from a layer trained with rule {saved!r}, but the layer uses "
                 f"{self.rule_name!r}; call nni_bio.swap_rule(model, {saved!r}) (or layer.set_rule) before loading"
             )
+        if "seed" in state:  # absent in states saved before nni-bio kept the layer seed
+            self.seed = int(state["seed"])
 
 
 class RuleLinear(RuleLayer):
     """``torch.nn.Linear`` with a learning rule. Build it with ``get_rule(name).linear(...)``."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, rule: LearningRule | str = "backprop"):
+    def __init__(self, in_features: int, out_features: int, *, rule: LearningRule, bias: bool = True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.op = LinearOp()
@@ -179,20 +240,34 @@ class RuleLinear(RuleLayer):
 
 
 class RuleConv2d(RuleLayer):
-    """``torch.nn.Conv2d`` (zero padding) with a learning rule. Build it with ``get_rule(name).conv2d(...)``."""
+    """``torch.nn.Conv2d`` (zero padding) with a learning rule. Build it with ``get_rule(name).conv2d(...)``.
+
+    ``padding`` is an int, a pair or ``"same"``/``"valid"``, as for ``nn.Conv2d``; ``layer.padding``
+    gives it back as given (a pair or the string), ready for ``F.conv2d``.
+    """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *,
-        stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+        self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *, rule: LearningRule,
+        stride: int | tuple[int, int] = 1, padding: str | int | tuple[int, int] = 0,
         dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
-        rule: LearningRule | str = "backprop",
     ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
-        self.op = Conv2dOp(_pair(stride), _pair(padding), _pair(dilation), groups)
+        stride, dilation = _pair(stride), _pair(dilation)
+        pad = None
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+            if padding == "same" and stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            symmetric, pad = _same_padding(self.kernel_size, dilation) if padding == "same" else ((0, 0), None)
+            self._padding: str | tuple[int, int] = padding
+        else:
+            symmetric = self._padding = _pair(padding)
+        self.op = Conv2dOp(stride, symmetric, dilation, groups, pad)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self._init_parameters()
@@ -203,8 +278,8 @@ class RuleConv2d(RuleLayer):
         return self.op.stride
 
     @property
-    def padding(self) -> tuple[int, int]:
-        return self.op.padding
+    def padding(self) -> str | tuple[int, int]:
+        return self._padding
 
     @property
     def dilation(self) -> tuple[int, int]:
@@ -218,4 +293,3 @@ class RuleConv2d(RuleLayer):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, rule={self.rule_name}")
-

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from nni_bio._registry import get_rule
-from nni_bio.dfa import main_output
+from nni_bio.error_bus import main_output
 from nni_bio.layers import RuleLayer
 from nni_bio.swap import swap_rule
 

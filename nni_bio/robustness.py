@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nni_bio.dfa import main_output
+from nni_bio.error_bus import main_output
 from nni_bio.errors import NniBioError
 from nni_bio.swap import swap_rule
 

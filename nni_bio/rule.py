@@ -6,28 +6,30 @@ always the ordinary layer; a rule changes the backward pass. It does so through 
 :class:`nni_bio.layers.RuleConv2d`) owns under the attribute ``feedback``. Rule state therefore shows
 up in ``state_dict`` under ``feedback.*``: fixed tensors as buffers, learned ones as Parameters.
 
-Plugin authors subclass :class:`LearningRule`, set ``info`` and implement ``feedback``, then register
-the rule under the ``nni_bio.rules`` entry-point group::
+Plugin authors subclass :class:`LearningRule`, set ``info`` (with ``api_version``, which nni-bio
+requires) and implement ``feedback``, then register the rule under the ``nni_bio.rules`` entry-point
+group::
 
     [project.entry-points."nni_bio.rules"]
     my_rule = "my_package.my_rule:MyRule"
 
-Run ``nni_bio.testing.check_rule("my_rule")`` to check it behaves like the built-ins.
+Run ``nni_bio.testing.check_rule("my_rule")`` to check it behaves like the built-ins and keeps the
+math the contract promises (exact local gradients, feedback of W's shape, no gradient leaking into W).
+
+The builders ``rule.linear``/``rule.conv2d`` make the host layers of :mod:`nni_bio.layers`, which this
+module builds on; the layers know a rule only through the object they are given.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from nni_bio.errors import UnsupportedLayerError
-
-if TYPE_CHECKING:
-    from nni_bio.layers import LayerOp, RuleConv2d, RuleLayer, RuleLinear
+from nni_bio.layers import LayerOp, RuleConv2d, RuleLayer, RuleLinear
 
 #: Version of the rule contract in this module. A plugin declares the version it was written for in
 #: ``RuleInfo.api_version``; nni-bio refuses a plugin whose version it does not support.
@@ -50,18 +52,22 @@ class RuleInfo:
             update ignores the error, e.g. Hebbian).
         summary: one line for ``nni-bio rules``.
         paper: reference of the method.
-        api_version: plugin API version the rule was written for.
+        api_version: plugin API version the rule was written for (:data:`PLUGIN_API_VERSION` when it
+            was written). Required: a rule that leaves it out is refused when it is loaded.
         layer_kinds: layer kinds the rule can build.
         supports_groups: whether grouped/depthwise conv2d is supported.
         needs_global_error: the rule needs the network output error (call :func:`nni_bio.enable_dfa`).
-        learned_feedback: the rule owns trainable feedback Parameters besides weight and bias.
+        learned_feedback: the rule owns trainable feedback Parameters besides weight and bias, and its
+            feedback tensor may require grad (it then receives W's gradient). Without it, a feedback
+            tensor that requires grad is refused at forward time
+            (:class:`~nni_bio.errors.RuleContractError`).
     """
 
     name: str
     family: Family
     summary: str
     paper: str = ""
-    api_version: int = PLUGIN_API_VERSION
+    api_version: int | None = None
     layer_kinds: tuple[LayerKind, ...] = ("linear", "conv2d")
     supports_groups: bool = True
     needs_global_error: bool = False
@@ -70,6 +76,10 @@ class RuleInfo:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"rule name {self.name!r} must match {_NAME.pattern} (it becomes a module name)")
+        version = self.api_version
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ValueError(f"rule {self.name!r}: api_version must be an int (e.g. {PLUGIN_API_VERSION}), "
+                             f"not {self.api_version!r}")
 
 
 class Feedback(nn.Module):
@@ -82,17 +92,23 @@ class Feedback(nn.Module):
     Attributes:
         exact: if true the host layer runs plain ``F.linear``/``F.conv2d`` (true backprop).
         needs_output: if true the layer output is saved for :meth:`backward`.
+        host_state: names of plain-int attributes (seeds, step counters) saved in the state dict as
+            int64 tensors under ``<prefix><name>``. They stay Python ints on the host, so reading them
+            in a forward or backward never waits for the GPU.
     """
 
     exact: ClassVar[bool] = False
     needs_output: ClassVar[bool] = False
+    host_state: ClassVar[tuple[str, ...]] = ()
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         """Tensor of ``weight``'s shape that replaces W when the error is sent to the layer below.
 
         Called at forward time only when a backward pass can follow. ``training`` is true for a
         training-mode forward (rules that redraw per step do it then, never in eval).
-        A returned tensor that requires grad receives the same gradient as W (Kolen-Pollack).
+        Return a tensor that does not require grad (build it under ``torch.no_grad()`` or detach it).
+        Only a rule declaring ``RuleInfo(learned_feedback=True)`` may return one that requires grad (a
+        Parameter independent of W, as Kolen-Pollack's B): it then receives exactly W's gradient.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement feedback_weight() or backward()")
 
@@ -112,12 +128,31 @@ class Feedback(nn.Module):
         """
         return op.grads(grad_out, x, feedback, needs)
 
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in self.host_state:
+            destination[prefix + name] = torch.tensor(getattr(self, name), dtype=torch.int64)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        for name in self.host_state:
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, int(state_dict[key]))
+                if key in unexpected_keys:
+                    unexpected_keys.remove(key)
+            elif strict:
+                missing_keys.append(key)
+
 
 class LearningRule:
     """A learning rule: builds layers whose backward follows it.
 
-    Subclasses set ``info`` and implement :meth:`feedback`. Instances are stateless; all per-layer
-    state lives in the :class:`Feedback` module.
+    Subclasses set ``info`` and implement :meth:`feedback`. Instances hold configuration only (all
+    per-layer state lives in the :class:`Feedback` module); a layer holds its rule object, and copies
+    of a layer share it.
 
     Example:
         >>> import nni_bio, torch
@@ -129,35 +164,29 @@ class LearningRule:
     info: ClassVar[RuleInfo]
 
     def feedback(self, layer: RuleLayer) -> Feedback:
-        """Build the per-layer state for ``layer`` (it already has ``weight``, ``bias`` and ``op``)."""
+        """Build the per-layer state for ``layer`` (it already has ``weight``, ``bias``, ``op`` and ``seed``).
+
+        Draw random state from ``layer.rule_generator()`` (a CPU generator seeded by the layer), never
+        from the global RNG: the rule of one layer must not change the initial weights of the others.
+        """
         raise NotImplementedError
 
     def linear(self, in_features: int, out_features: int, *, bias: bool = True) -> RuleLinear:
         """A linear layer ``y = x W^T + b`` trained with this rule."""
-        from nni_bio.layers import RuleLinear
-
-        self._check_kind("linear")
         return RuleLinear(in_features, out_features, bias=bias, rule=self)
 
     def conv2d(
         self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *,
-        stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+        stride: int | tuple[int, int] = 1, padding: str | int | tuple[int, int] = 0,
         dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
     ) -> RuleConv2d:
-        """A 2-D convolution trained with this rule (same arguments as ``torch.nn.Conv2d``)."""
-        from nni_bio.layers import RuleConv2d
-
-        self._check_kind("conv2d")
-        if groups != 1 and not self.info.supports_groups:
-            raise UnsupportedLayerError(f"rule {self.info.name!r} does not support grouped or depthwise convolutions")
+        """A 2-D convolution trained with this rule (same arguments as ``torch.nn.Conv2d``, zero padding,
+        ``padding="same"`` included)."""
         return RuleConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                           dilation=dilation, groups=groups, bias=bias, rule=self)
 
-    def _check_kind(self, kind: str) -> None:
-        if kind not in self.info.layer_kinds:
-            raise UnsupportedLayerError(
-                f"rule {self.info.name!r} cannot build a {kind} layer (it supports: {', '.join(self.info.layer_kinds)})"
-            )
+    def __deepcopy__(self, memo: dict[int, Any]) -> LearningRule:
+        return self  # configuration only: copies of a layer share their rule
 
     def __repr__(self) -> str:
         return f"<learning rule {self.info.name!r} ({self.info.family})>"
@@ -170,11 +199,16 @@ def xavier_std(weight: Tensor) -> float:
 
 
 def xavier_like(weight: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A fresh Xavier-uniform tensor of ``weight``'s shape, dtype and device (fp32 if weight is low precision)."""
+    """A fresh Xavier-uniform tensor of ``weight``'s shape, dtype and device (fp32 if weight is low precision).
+
+    Drawn on ``generator``'s device (then moved to the weight's), so a CPU generator gives the same
+    values on any device; without a generator, from the global RNG of the weight's device.
+    """
     bound = 3.0 ** 0.5 * xavier_std(weight)
     dtype = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
-    out = torch.empty(weight.shape, dtype=dtype, device=weight.device)
-    return out.uniform_(-bound, bound, generator=generator)
+    device = generator.device if generator is not None else weight.device
+    out = torch.empty(weight.shape, dtype=dtype, device=device).uniform_(-bound, bound, generator=generator)
+    return out.to(weight.device)
 
 
-__all__ = ["PLUGIN_API_VERSION", "Feedback", "LearningRule", "RuleInfo", "xavier_like", "xavier_std"]
+__all__ = ["PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "RuleInfo", "xavier_like", "xavier_std"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from nni_bio._registry import get_rule
-from nni_bio.dfa import enable_dfa, error_bus
+from nni_bio.error_bus import enable_dfa, error_bus
 from nni_bio.layers import RuleLayer
 from nni_bio.rule import LearningRule
 
@@ -25,8 +25,10 @@ def swap_rule(model: nn.Module, rule: RuleSpec) -> nn.Module:
             callable ``(module_name, layer) -> rule name or None``.
 
     Typical uses: evaluate a rule-trained network through exact backprop (``swap_rule(net,
-    "backprop")``), or fine-tune a BP-trained network with a sign-symmetry rule. Rebuild the
-    optimizer afterwards if a rule with learned feedback (``kp``) came in or went out.
+    "backprop")``), or fine-tune a BP-trained network with a sign-symmetry rule. A layer that already
+    has the rule keeps its state (FA's B, brSF's step); the others get fresh rule state drawn from
+    their own seed. Rebuild the optimizer afterwards if a rule with learned feedback (``kp``) came in
+    or went out.
 
     Example:
         >>> import torch, nni_bio
@@ -41,8 +43,9 @@ def swap_rule(model: nn.Module, rule: RuleSpec) -> nn.Module:
         if isinstance(module, RuleLayer):
             choice = chooser(name, module)
             if choice is not None:
-                module.set_rule(choice)
-                swapped_in_global_error |= get_rule(choice).info.needs_global_error
+                rule = get_rule(choice)
+                module.set_rule(rule)
+                swapped_in_global_error |= rule.info.needs_global_error
     if error_bus(model) is not None or swapped_in_global_error:
         enable_dfa(model)
     return model

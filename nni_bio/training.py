@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from nni_bio._registry import get_rule
-from nni_bio.dfa import enable_dfa, main_output
+from nni_bio.error_bus import enable_dfa, main_output
 from nni_bio.distributed import is_main
 from nni_bio.errors import NniBioError
 from nni_bio.layers import RuleLayer

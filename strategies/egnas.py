@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nni_bio.dfa import main_output
+from nni_bio.error_bus import main_output
 from nni_bio.strategies.oneshot_base import OneShotStrategy, Search, frozen
 
 

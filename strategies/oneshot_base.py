@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from nni_bio.dfa import main_output
+from nni_bio.error_bus import main_output
 from nni_bio.training import DivergenceError, evaluate
 
 from nni_bio.strategies.supernet import Supernet

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.dfa import error_bus
+from nni_bio.error_bus import error_bus
 from nni_bio.errors import DFAWiringError
 
 R = nni_bio.get_rule

@@ -48,7 +48,7 @@ def test_grouped_conv_is_refused():
         nni_bio.get_rule("softhebb").conv2d(4, 4, 3, groups=4)
     layer = nni_bio.get_rule("fa").conv2d(4, 4, 3, groups=2)
     with pytest.raises(UnsupportedLayerError):
-        layer.set_rule("softhebb")
+        layer.set_rule(nni_bio.get_rule("softhebb"))
 
 
 def _softhebb_reference(x: torch.Tensor, weight: torch.Tensor, tau: float) -> torch.Tensor:

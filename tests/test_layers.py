@@ -20,9 +20,11 @@ from nni_bio.rule import Feedback, LearningRule, RuleInfo
 BUILTINS = ["backprop", "brsf", "dfa", "fa", "frsf", "kp", "usf"]
 NON_KP = [r for r in BUILTINS if r != "kp"]
 KINDS = ["linear", "conv2d"]
-# the state each rule keeps, as buffers (kp: as a Parameter)
-FEEDBACK_BUFFERS = {"backprop": set(), "usf": set(), "fa": {"feedback.matrix"}, "frsf": {"feedback.magnitude"},
-                    "brsf": {"feedback.seed", "feedback.step"}, "dfa": {"feedback.seed"}, "kp": set()}
+# the state each rule keeps in the state dict: tensors as buffers (kp: a Parameter); seeds and step
+# counters as host ints, saved as int64 tensors under the same keys as the buffers they used to be
+FEEDBACK_STATE = {"backprop": set(), "usf": set(), "fa": {"feedback.matrix"}, "frsf": {"feedback.magnitude"},
+                  "brsf": {"feedback.seed", "feedback.step"}, "dfa": {"feedback.seed"}, "kp": {"feedback.matrix"}}
+FEEDBACK_BUFFERS = {rule: keys if rule in ("fa", "frsf") else set() for rule, keys in FEEDBACK_STATE.items()}
 
 
 def make(rule: str, kind: str) -> RuleLayer:
@@ -68,6 +70,7 @@ def test_feedback_state_is_buffers(rule: str, kind: str) -> None:
     expected_params = {"weight", "bias"} | ({"feedback.matrix"} if rule == "kp" else set())
     assert {n for n, _ in layer.named_parameters()} == expected_params
     assert {n for n, _ in layer.named_buffers()} == FEEDBACK_BUFFERS[rule]
+    assert {k for k in layer.state_dict() if k.startswith("feedback.")} == FEEDBACK_STATE[rule]
     assert layer.rule_name == rule and f"rule={rule}" in repr(layer)
 
 
@@ -183,7 +186,7 @@ def test_set_rule_keeps_weights(kind: str) -> None:
     weight, bias = layer.weight, layer.bias
     values = weight.detach().clone()
     for rule in BUILTINS:
-        assert layer.set_rule(rule) is layer
+        assert layer.set_rule(nni_bio.get_rule(rule)) is layer
         assert layer.rule_name == rule and layer.rule is nni_bio.get_rule(rule)
         assert layer.weight is weight and layer.bias is bias
         torch.testing.assert_close(layer.weight.detach(), values, rtol=0, atol=0)
@@ -215,5 +218,52 @@ def test_unsupported_layers_are_refused() -> None:
         rule.linear(4, 4)
     with pytest.raises(UnsupportedLayerError, match="grouped or depthwise"):
         make("fa", "conv2d").set_rule(rule)
+    with pytest.raises(UnsupportedLayerError, match="cannot build a linear"):
+        make("fa", "linear").set_rule(rule)
     with pytest.raises(ValueError, match="divisible by groups"):
         nni_bio.get_rule("fa").conv2d(4, 6, 3, groups=4)
+
+
+SAME_CASES = [(3, 1), (2, 1), ((2, 3), (1, 2)), ((4, 1), 1), (3, 2)]  # (kernel_size, dilation): odd and even totals
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # nn.Conv2d's note on even kernels
+@pytest.mark.parametrize("kernel_size, dilation", SAME_CASES, ids=str)
+@pytest.mark.parametrize("rule", BUILTINS)
+def test_padding_same_works_as_nn_conv2d(rule: str, kernel_size, dilation) -> None:
+    layer = nni_bio.get_rule(rule).conv2d(4, 6, kernel_size, padding="same", dilation=dilation)
+    reference = nn.Conv2d(4, 6, kernel_size, padding="same", dilation=dilation)
+    reference.load_state_dict({"weight": layer.weight.detach(), "bias": layer.bias.detach()})
+    x = torch.randn(2, 4, 7, 6, requires_grad=True)
+    assert layer.padding == reference.padding == "same"
+    out = layer(x)
+    torch.testing.assert_close(out, reference(x))
+    if rule == "dfa":
+        return  # its input gradient needs a network output error (tests/test_rule_math.py covers conv2d)
+    g = torch.randn_like(out)
+    out.backward(g)
+    gx, gw, gb = torch.autograd.grad(reference(x), [x, reference.weight, reference.bias], g)
+    torch.testing.assert_close(layer.weight.grad, gw)
+    torch.testing.assert_close(layer.bias.grad, gb)
+    if rule == "backprop":
+        torch.testing.assert_close(x.grad, gx)
+    elif rule in ("fa", "kp", "frsf"):
+        matrix = layer.feedback.matrix if rule != "frsf" else layer.feedback.magnitude * torch.sign(layer.weight)
+        with torch.no_grad():
+            reference.weight.copy_(matrix)
+        (expected,) = torch.autograd.grad(reference(x), x, g)  # the error goes down through B, same padding
+        torch.testing.assert_close(x.grad, expected)
+
+
+def test_padding_strings_are_checked_like_nn_conv2d() -> None:
+    fa = nni_bio.get_rule("fa")
+    with pytest.raises(ValueError, match="not supported for strided convolutions"):
+        fa.conv2d(4, 4, 3, padding="same", stride=2)
+    with pytest.raises(ValueError, match="Invalid padding string 'full'"):
+        fa.conv2d(4, 4, 3, padding="full")
+    valid = fa.conv2d(4, 4, 3, padding="valid")
+    assert valid(torch.randn(1, 4, 5, 5)).shape == (1, 4, 3, 3) and "padding=valid" in repr(valid)
+    unbatched = fa.conv2d(4, 4, 2, padding="same")
+    x = torch.randn(4, 5, 5, requires_grad=True)
+    unbatched(x).sum().backward()
+    assert x.grad.shape == x.shape

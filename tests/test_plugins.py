@@ -11,15 +11,20 @@ import torch
 
 import nni_bio
 from nni_bio import _registry
+from nni_bio.cli import main as cli
 from nni_bio.errors import IncompatiblePluginError, PluginLoadError, RuleCollisionError
+from nni_bio.testing import check_rule
 
 FakeDistribution = Callable[..., Path]  # the fake_distribution fixture of conftest.py
 
 BUILTINS = ["backprop", "brsf", "dfa", "fa", "frsf", "kp", "usf"]
 
 
-def rule_module(name: str, *, api_version: int = 1, preamble: str = "") -> str:
-    """Source of a plugin module defining ``Rule``: backprop through the generic Function (B = W)."""
+def rule_module(name: str, *, api_version: int | None = 1, preamble: str = "") -> str:
+    """Source of a plugin module defining ``Rule``: backprop through the generic Function (B = W).
+
+    ``api_version=None`` leaves ``api_version`` out of the RuleInfo."""
+    version = f", api_version={api_version}" if api_version is not None else ""
     return f"""
 {preamble}
 from nni_bio.rule import Feedback, LearningRule, RuleInfo
@@ -31,7 +36,7 @@ class TransposeFeedback(Feedback):
 
 
 class Rule(LearningRule):
-    info = RuleInfo(name={name!r}, family="feedback", summary="fake plugin rule", api_version={api_version})
+    info = RuleInfo(name={name!r}, family="feedback", summary="fake plugin rule"{version})
 
     def feedback(self, layer):
         return TransposeFeedback()
@@ -170,3 +175,100 @@ def test_block_plugins(fake_plugin: Path, monkeypatch: pytest.MonkeyPatch, block
     _registry.reset_registry()
     rules = nni_bio.list_rules()
     assert "fake_rule" not in rules and set(BUILTINS) <= set(rules)
+
+
+def test_missing_api_version_is_refused(fake_distribution: FakeDistribution) -> None:
+    fake_distribution("nni-bio-unversioned", version="0.3", rules={"unversioned": "plugin_unversioned:Rule"},
+                      modules={"plugin_unversioned": rule_module("unversioned", api_version=None)})
+    with pytest.raises(IncompatiblePluginError) as info:
+        nni_bio.get_rule("unversioned")
+    message = str(info.value)
+    assert "nni-bio-unversioned 0.3" in message and "does not declare" in message
+    assert f"api_version={nni_bio.PLUGIN_API_VERSION}" in message
+
+
+def test_builtins_declare_their_api_version() -> None:
+    for name in BUILTINS:
+        info = type(nni_bio.get_rule(name)).info
+        assert info.api_version == nni_bio.PLUGIN_API_VERSION, name
+
+
+def broken_and_colliding(fake_distribution: FakeDistribution, fake_plugin: Path) -> None:
+    """Next to the fake plugin: an import error, a missing api_version, a collision and a builtin impostor."""
+    fake_distribution("nni-bio-broken", version="2.0", rules={"broken": "plugin_broken:Rule"},
+                      modules={"plugin_broken": "raise ImportError('needs the spam package')\n"})
+    fake_distribution("nni-bio-unversioned", rules={"unversioned": "plugin_unversioned:Rule"},
+                      modules={"plugin_unversioned": rule_module("unversioned", api_version=None)})
+    two_providers_of_twin(fake_distribution)
+    fake_distribution("nni-bio-impostor", rules={"fa": "plugin_impostor:Rule"},
+                      modules={"plugin_impostor": rule_module("fa")})
+
+
+def test_cli_lists_every_rule_and_a_row_per_broken_entry_point(
+        fake_distribution: FakeDistribution, fake_plugin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken_and_colliding(fake_distribution, fake_plugin)
+    assert cli(["rules"]) == 1
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines()[1:]]
+    by_name: dict[str, list[list[str]]] = {}
+    for row in rows:
+        by_name.setdefault(row[0], []).append(row)
+    for name in ("backprop", "brsf", "dfa", "frsf", "kp", "usf", "fake_rule"):  # the good ones are all there
+        assert by_name[name][0][1] != "ERROR", by_name[name]
+    assert by_name["fake_rule"][0][2:4] == ["nni-bio-fake", "1.0"]
+    broken = " ".join(by_name["broken"][0])
+    assert "ERROR nni-bio-broken 2.0" in broken and "PluginLoadError" in broken and "spam" in broken
+    assert "IncompatiblePluginError" in " ".join(by_name["unversioned"][0])
+    assert sorted(r[2] for r in by_name["twin"]) == ["nni-bio-alpha", "nni-bio-beta"]  # one row per provider
+    assert all(r[1] == "ERROR" and "RuleCollisionError:" in r for r in by_name["twin"])
+    assert sorted(r[2] for r in by_name["fa"]) == ["nni-bio", "nni-bio-impostor"]
+    assert "broken" in err and "twin" in err and "NNI_BIO_BLOCK_PLUGINS" in err
+
+
+def test_cli_names_lists_the_usable_rules(fake_distribution: FakeDistribution, fake_plugin: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    broken_and_colliding(fake_distribution, fake_plugin)
+    assert cli(["rules", "--names"]) == 1
+    names = capsys.readouterr().out.split()
+    assert names == sorted(names) and set(BUILTINS) - {"fa"} | {"fake_rule"} <= set(names)
+    assert not {"fa", "twin", "broken", "unversioned"} & set(names)
+
+
+def test_cli_exits_zero_when_every_rule_loads(fake_plugin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["rules"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].split() == ["name", "family", "provider", "api", "summary"]
+    assert "ERROR" not in out and err == ""
+
+
+PUBLIC_ONLY = """
+import torch
+from nni_bio import Feedback, LayerOp, LearningRule, RuleInfo, PLUGIN_API_VERSION, xavier_like, xavier_std
+
+
+class ScaledFixedFeedback(Feedback):
+    def __init__(self, weight, generator):
+        super().__init__()
+        self.register_buffer("matrix", xavier_like(weight, generator) * xavier_std(weight) ** 0)
+
+    def backward(self, op: LayerOp, grad_out, x, feedback, output, needs):
+        return op.grads(grad_out, x, feedback, needs)
+
+    def feedback_weight(self, weight, training):
+        return self.matrix
+
+
+class Rule(LearningRule):
+    info = RuleInfo(name="public_only", family="feedback", summary="uses only nni_bio's public names",
+                    api_version=PLUGIN_API_VERSION)
+
+    def feedback(self, layer):
+        return ScaledFixedFeedback(layer.weight.detach(), layer.rule_generator())
+"""
+
+
+def test_a_plugin_needs_only_public_names(fake_distribution: FakeDistribution) -> None:
+    fake_distribution("nni-bio-public", rules={"public_only": "plugin_public:Rule"},
+                      modules={"plugin_public": PUBLIC_ONLY})
+    assert {"LayerOp", "xavier_like", "xavier_std"} <= set(nni_bio.__all__)
+    check_rule("public_only")

@@ -7,7 +7,7 @@ import torch
 
 import nni_bio
 from nni_bio import _registry
-from nni_bio.errors import RuleCollisionError, UnknownRuleError
+from nni_bio.errors import IncompatiblePluginError, RuleCollisionError, RuleTypeError, UnknownRuleError
 from nni_bio.layers import RuleLayer
 from nni_bio.rule import Feedback, LearningRule, RuleInfo
 
@@ -22,7 +22,7 @@ class TransposeFeedback(Feedback):
 
 
 class NotebookRule(LearningRule):
-    info = RuleInfo(name="notebook_rule", family="feedback", summary="a rule defined at run time")
+    info = RuleInfo(name="notebook_rule", family="feedback", summary="a rule defined at run time", api_version=1)
 
     def feedback(self, layer: RuleLayer) -> Feedback:
         return TransposeFeedback()
@@ -59,6 +59,24 @@ def test_get_rule_caches_and_passes_rule_objects_through() -> None:
     assert nni_bio.is_rule("usf") and not nni_bio.is_rule("usg")
 
 
+def test_get_rule_refuses_classes_and_other_non_names() -> None:
+    with pytest.raises(nni_bio.NniBioError, match=r"pass an instance, get_rule\(NotebookRule\(\)\)") as info:
+        nni_bio.get_rule(NotebookRule)  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError) and "get_rule('notebook_rule')" in str(info.value)
+    for value in (None, 3, ["fa"]):
+        with pytest.raises(RuleTypeError, match="rule name"):
+            nni_bio.get_rule(value)  # type: ignore[arg-type]
+
+
+def test_set_rule_takes_rule_objects() -> None:
+    layer = nni_bio.get_rule("fa").linear(4, 3)
+    with pytest.raises(RuleTypeError, match=r"nni_bio.get_rule\('usf'\)"):
+        layer.set_rule("usf")  # type: ignore[arg-type]
+    with pytest.raises(RuleTypeError, match=r"NotebookRule\(\)"):
+        layer.set_rule(NotebookRule)  # type: ignore[arg-type]
+    assert layer.rule_name == "fa"
+
+
 def test_unknown_rule_suggests_close_names_and_lists_rules() -> None:
     with pytest.raises(UnknownRuleError) as info:
         nni_bio.get_rule("usg")
@@ -91,7 +109,7 @@ def test_register_rule_twice_collides() -> None:
 
 def test_register_rule_with_builtin_name_collides() -> None:
     class FakeFa(NotebookRule):
-        info = RuleInfo(name="fa", family="feedback", summary="impostor")
+        info = RuleInfo(name="fa", family="feedback", summary="impostor", api_version=1)
 
     with pytest.raises(RuleCollisionError) as info:
         nni_bio.register_rule(FakeFa)
@@ -107,6 +125,17 @@ def test_register_rule_checks_api_version() -> None:
     with pytest.raises(nni_bio.NniBioError, match="99"):
         nni_bio.register_rule(Future)
     assert not nni_bio.is_rule("future_rule")
+
+
+def test_register_rule_requires_an_api_version() -> None:
+    class Unversioned(NotebookRule):
+        info = RuleInfo(name="unversioned_rule", family="feedback", summary="no api_version")
+
+    with pytest.raises(IncompatiblePluginError, match="Unversioned does not declare"):
+        nni_bio.register_rule(Unversioned)
+    assert not nni_bio.is_rule("unversioned_rule")
+    with pytest.raises(ValueError, match="api_version must be an int"):
+        RuleInfo(name="x", family="feedback", summary="x", api_version="1")  # type: ignore[arg-type]
 
 
 def test_reset_registry_forgets_run_time_rules() -> None:

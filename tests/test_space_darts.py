@@ -86,7 +86,7 @@ def test_rules_without_grouped_convs_get_no_depthwise_candidates(fake_distributi
 
         class Flat(UniformSignFeedbackRule):
             info = RuleInfo(name="flat", family="feedback", summary="usf without grouped convs",
-                            supports_groups=False)
+                            supports_groups=False, api_version=1)
     '''})
     with pytest.warns(UserWarning, match="sep_conv_3x3@flat"):
         space = DartsSpace(rules=["flat", "usf"], **TINY)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nni_bio
-from nni_bio.dfa import error_bus
+from nni_bio.error_bus import error_bus
 from nni_bio.layers import RuleLayer
 
 
@@ -124,3 +124,24 @@ def test_swap_rewires_new_layers_of_a_wired_model() -> None:
     assert model[4].bus is None
     nni_bio.swap_rule(model, {"4": "usf"})
     assert error_bus(model) is bus and model[4].bus is bus
+
+
+@pytest.mark.parametrize("rule", ["fa", "frsf", "kp", "brsf", "dfa"])
+def test_swapping_to_the_rule_a_layer_has_keeps_its_state(rule: str) -> None:
+    model = nni_bio.enable_dfa(mlp(rule))
+    x, y = blobs(8)
+    F.cross_entropy(model(x), y).backward()  # brsf: step 1
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    feedback = [m.feedback for m in model if isinstance(m, RuleLayer)]
+    nni_bio.swap_rule(model, rule)
+    assert [m.feedback for m in model if isinstance(m, RuleLayer)] == feedback
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+def test_swap_fa_net_to_fa_keeps_b() -> None:
+    model = mlp("fa")
+    b = model[0].feedback.matrix.clone()
+    nni_bio.swap_rule(model, "fa")
+    torch.testing.assert_close(model[0].feedback.matrix, b, rtol=0, atol=0)

@@ -18,6 +18,7 @@ class Backprop(LearningRule):
         family="backprop",
         summary="exact back-propagation (error sent down through W^T)",
         paper="Rumelhart, Hinton & Williams 1986",
+        api_version=1,
     )
 
     def feedback(self, layer: RuleLayer) -> Feedback:

@@ -4,9 +4,14 @@ Liao, Leibo & Poggio 2016, arXiv 1510.05067. B_t = |R_t| * sign(W_t) with R_t a 
 draw for every training step. Unlike BioTorch, the draw happens once per *training* forward, never
 in eval, and comes from a per-layer generator seeded by (layer seed, step): the global RNG stream is
 untouched and a checkpoint (which stores seed and step, not the matrix) resumes the same sequence.
+
+Seed and step are Python ints (saved in the state dict as ``feedback.seed``/``feedback.step``), and
+the generator is made once per device and reseeded each step, so a forward never waits for the GPU.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,18 +22,26 @@ from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, step) over the 63-bit seed space
 
 
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * _MIX + step) % (2**63 - 1)
+
+
 class BatchwiseSignFeedback(Feedback):
-    """Buffers ``seed`` and ``step``; the magnitudes are regenerated from them."""
+    """Host state ``seed`` and ``step`` (ints); the magnitudes are regenerated from them."""
+
+    host_state = ("seed", "step")
 
     def __init__(self, seed: int):
         super().__init__()
-        self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
-        self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
+        self.seed, self.step = int(seed), 0
+        self._generator: torch.Generator | None = None
 
     def magnitude(self, weight: Tensor) -> Tensor:
-        """|R_t| for the current step."""
-        generator = torch.Generator(device=weight.device)
-        generator.manual_seed((int(self.seed) * _MIX + int(self.step)) % (2**63 - 1))
+        """|R_t| for the current step, drawn on the weight's device."""
+        generator = self._generator
+        if generator is None or generator.device != weight.device:
+            generator = self._generator = torch.Generator(device=weight.device)
+        generator.manual_seed(_step_seed(self.seed, self.step))
         return xavier_like(weight, generator).abs_()
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
@@ -37,6 +50,11 @@ class BatchwiseSignFeedback(Feedback):
         with torch.no_grad():
             return torch.sign(weight).mul_(self.magnitude(weight))
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_generator"] = None  # rebuilt on first use; generators are not copied
+        return state
+
 
 class BatchwiseRandomSignFeedbackRule(LearningRule):
     info = RuleInfo(
@@ -44,8 +62,8 @@ class BatchwiseRandomSignFeedbackRule(LearningRule):
         family="feedback",
         summary="batchwise random-magnitude sign-concordant feedback: B = |R_t| * sign(W), R_t redrawn per step",
         paper="Liao, Leibo & Poggio 2016, arXiv 1510.05067",
+        api_version=1,
     )
 
     def feedback(self, layer: RuleLayer) -> Feedback:
-        seed = int(torch.randint(0, 2**62, (1,)))  # from the global RNG: reproducible under torch.manual_seed
-        return BatchwiseSignFeedback(seed)
+        return BatchwiseSignFeedback(layer.seed)

@@ -8,9 +8,11 @@ Xavier-uniform draw). After the activation and BatchNorm below, that layer recei
 (B_dir e) * f'(a): the DFA update. The layer's own weight and bias gradients stay exact and local.
 
 For conv layers the projection covers every input position and channel (not BioTorch's spatially
-tiled kernel, which cannot serve depthwise convs). B_dir is generated lazily from a stored seed, on
+tiled kernel, which cannot serve depthwise convs). B_dir is generated lazily from the layer's seed, on
 the first backward, once the number of classes and the input shape are known; only the seed is
-saved in the state dict.
+saved in the state dict (``feedback.seed``). It is drawn on the CPU, so it is the same on every
+device, once per (shape, device, dtype) and cached: later backwards reuse it and the seed is a
+Python int, so a backward never waits for the GPU.
 
 Requires :func:`nni_bio.enable_dfa` on the model.
 """
@@ -18,6 +20,7 @@ Requires :func:`nni_bio.enable_dfa` on the model.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,21 +31,25 @@ from nni_bio.rule import Feedback, LearningRule, RuleInfo
 
 
 class DirectProjectionFeedback(Feedback):
-    """Buffer ``seed``; the projection is regenerated from it (cached per shape and device)."""
+    """Host state ``seed`` (an int); the projection is regenerated from it (cached per shape, device, dtype)."""
+
+    host_state = ("seed",)
 
     def __init__(self, layer: RuleLayer, seed: int):
         super().__init__()
-        self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
+        self.seed = int(seed)
         self._host = [layer]  # a list, so the host is not registered as a child module
         self._cache: dict[tuple, Tensor] = {}
 
-    def projection(self, num_classes: int, features: int, device: torch.device) -> Tensor:
-        key = (num_classes, features, str(device), int(self.seed))
+    def projection(self, num_classes: int, features: int, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+        """B_dir (num_classes x features), Xavier-uniform from the seed, on ``device`` in ``dtype``."""
+        key = (num_classes, features, torch.device(device), dtype, self.seed)
         if key not in self._cache:
-            generator = torch.Generator().manual_seed(int(self.seed))
+            generator = torch.Generator().manual_seed(self.seed)
             bound = math.sqrt(6.0 / (num_classes + features))  # Xavier-uniform
             matrix = torch.empty(num_classes, features).uniform_(-bound, bound, generator=generator)
-            self._cache = {key: matrix.to(device)}
+            self._cache = {key: matrix.to(device=device, dtype=dtype)}
         return self._cache[key]
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
@@ -67,11 +74,11 @@ class DirectProjectionFeedback(Feedback):
                     "the DFA bus holds the error of another forward pass"
                 )
             features = math.prod(x.shape[1:])
-            proj = self.projection(error.shape[1], features, x.device)
-            gx = (error.to(grad_out.dtype) @ proj.to(grad_out.dtype)).view(x.shape)
+            proj = self.projection(error.shape[1], features, x.device, grad_out.dtype)
+            gx = (error.to(grad_out.dtype) @ proj).view(x.shape)
         return gx, gw, gb
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = {}
         return state
@@ -83,8 +90,9 @@ class DirectFeedbackAlignment(LearningRule):
         family="direct",
         summary="direct feedback alignment: fixed random projection of the output error (needs enable_dfa)",
         paper="Nøkland 2016, arXiv 1609.01596",
+        api_version=1,
         needs_global_error=True,
     )
 
     def feedback(self, layer: RuleLayer) -> Feedback:
-        return DirectProjectionFeedback(layer, int(torch.randint(0, 2**62, (1,))))
+        return DirectProjectionFeedback(layer, layer.seed)

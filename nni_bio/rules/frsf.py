@@ -1,8 +1,8 @@
 """Fixed random-magnitude sign-concordant feedback (frSF).
 
 Liao, Leibo & Poggio 2016, arXiv 1510.05067. B = |R| * sign(W): the magnitude |R| is an
-Xavier-uniform draw made once and stored (buffer ``magnitude``); the sign follows the current W at
-every forward.
+Xavier-uniform draw made once from the layer's own generator and stored (buffer ``magnitude``); the
+sign follows the current W at every forward.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
 
 
 class FixedMagnitudeSignFeedback(Feedback):
-    def __init__(self, weight: Tensor):
+    def __init__(self, weight: Tensor, generator: torch.Generator):
         super().__init__()
-        self.register_buffer("magnitude", xavier_like(weight).abs_())
+        self.register_buffer("magnitude", xavier_like(weight, generator).abs_())
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         with torch.no_grad():
@@ -30,7 +30,8 @@ class FixedRandomSignFeedbackRule(LearningRule):
         family="feedback",
         summary="fixed random-magnitude sign-concordant feedback: B = |R| * sign(W), R fixed",
         paper="Liao, Leibo & Poggio 2016, arXiv 1510.05067",
+        api_version=1,
     )
 
     def feedback(self, layer: RuleLayer) -> Feedback:
-        return FixedMagnitudeSignFeedback(layer.weight.detach())
+        return FixedMagnitudeSignFeedback(layer.weight.detach(), layer.rule_generator())

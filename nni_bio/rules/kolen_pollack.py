@@ -24,6 +24,7 @@ the decay factor every step and B converges to W.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from nni_bio.layers import RuleLayer
@@ -33,9 +34,9 @@ from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
 class LearnedFeedback(Feedback):
     """Parameter ``matrix``, trained by the optimizer with W's gradient."""
 
-    def __init__(self, weight: Tensor):
+    def __init__(self, weight: Tensor, generator: torch.Generator):
         super().__init__()
-        self.matrix = nn.Parameter(xavier_like(weight))
+        self.matrix = nn.Parameter(xavier_like(weight, generator))
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         return self.matrix
@@ -47,8 +48,9 @@ class KolenPollack(LearningRule):
         family="feedback",
         summary="Kolen-Pollack: learned feedback B with W's update and decay, so B -> W",
         paper="Akrout et al. 2019, arXiv 1904.05391",
+        api_version=1,
         learned_feedback=True,
     )
 
     def feedback(self, layer: RuleLayer) -> Feedback:
-        return LearnedFeedback(layer.weight.detach())
+        return LearnedFeedback(layer.weight.detach(), layer.rule_generator())

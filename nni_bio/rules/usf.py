@@ -33,6 +33,7 @@ class UniformSignFeedbackRule(LearningRule):
         family="feedback",
         summary="uniform sign-concordant feedback: B = s * sign(W)",
         paper="Liao, Leibo & Poggio 2016, arXiv 1510.05067; Xiao et al. 2018, arXiv 1811.03567",
+        api_version=1,
     )
 
     def feedback(self, layer: RuleLayer) -> Feedback:

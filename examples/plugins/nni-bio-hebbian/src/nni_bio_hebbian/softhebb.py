@@ -126,6 +126,7 @@ class SoftHebb(LearningRule):
         family="local",
         summary="SoftHebb: soft winner-take-all Hebbian update (softmax(u/tau), Oja-like) as a pseudo-gradient",
         paper="Journé et al., ICLR 2023, arXiv 2209.11883",
+        api_version=1,
         supports_groups=False,
     )
     tau: float = 1.0

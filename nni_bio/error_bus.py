@@ -1,4 +1,5 @@
-"""The output-error bus that direct-feedback rules (DFA) read in their backward pass.
+"""The output-error bus that direct-feedback rules (the ``dfa`` rule, ``nni_bio/rules/dfa.py``) read in
+their backward pass.
 
 Direct feedback alignment sends the network's output error e = dL/dlogits straight to every DFA
 layer. :func:`enable_dfa` is the one call a network with DFA layers needs: it records e when the
