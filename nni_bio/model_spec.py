@@ -9,8 +9,9 @@
 
 For both, ``rule`` (every layer) and then ``rule_map`` (fnmatch pattern -> rule) are applied with
 :func:`nni_bio.swap_rule` after building; a genotype network otherwise keeps the rules its
-genotype names. A ``rule_map`` pattern that matches no rule layer is an error for both kinds. The data set's shape (channels, classes, image size) is passed where the
-builder accepts it, so a cell searched on CIFAR-10 retrains on CIFAR-100.
+genotype names. A ``rule_map`` pattern that matches no rule layer is an error for both kinds.
+The data set's shape (channels, classes, image size) is passed where the builder accepts it, so
+a cell searched on CIFAR-10 retrains on CIFAR-100.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_bio.errors import NniBioError
-from nni_bio.robustness import ATTACK_LABELS, GRADIENT_LABELS, accuracy_cell, eps_label
+from nni_bio.robustness import ATTACK_LABELS, GRADIENT_LABELS, accuracy_cell, eps_label, settings_label
 
 LINESTYLES = {"bp": ("-", "o"), "rule": ("--", "s"), "none": (":", "^"), "surrogate-bp": ("-.", "D")}
 
@@ -71,6 +71,17 @@ def training_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def _experiments(run: Run, attack: str) -> dict[tuple[str, int, str], dict[float, dict]]:
+    """``attack``'s rows of ``run`` by (gradient view, images, settings), then eps: rows of different
+    experiments (another seed, PGD step count, Square query budget...) never share a line."""
+    groups: dict[tuple[str, int, str], dict[float, dict]] = {}
+    for row in run.rows:
+        if row["attack"] == attack:
+            key = (row["gradient"], row["num_images"], json.dumps(row.get("settings", {}), sort_keys=True))
+            groups.setdefault(key, {})[row["eps"]] = row
+    return groups
+
+
 def attack_tables(runs: list[Run]) -> str:
     """One table per attack: rows (run, gradient view), columns clean accuracy then each eps."""
     attacks = [a for a in ATTACK_LABELS if any(row["attack"] == a for run in runs for row in run.rows)]
@@ -78,18 +89,15 @@ def attack_tables(runs: list[Run]) -> str:
     for attack in attacks:
         eps_values = sorted({row["eps"] for run in runs for row in run.rows if row["attack"] == attack})
         lines = [f"### {ATTACK_LABELS[attack]}", "",
-                 "| run | gradient | images | clean | " + " | ".join(f"eps {eps_label(e)}" for e in eps_values) + " |",
-                 "|" + "---|" * (4 + len(eps_values))]
+                 "| run | gradient | images | clean | " + " | ".join(f"eps {eps_label(e)}" for e in eps_values)
+                 + " | settings |", "|" + "---|" * (5 + len(eps_values))]
         for run in runs:
-            by_view: dict[str, dict[float, dict]] = {}
-            for row in run.rows:
-                if row["attack"] == attack:
-                    by_view.setdefault(row["gradient"], {})[row["eps"]] = row
-            for gradient, by_eps in by_view.items():
+            for (gradient, _, _), by_eps in _experiments(run, attack).items():
                 first = next(iter(by_eps.values()))
                 cells = [accuracy_cell(by_eps[e]) if e in by_eps else "" for e in eps_values]
                 lines.append(f"| {run.name} | {GRADIENT_LABELS.get(gradient, gradient)} | {first['num_images']} | "
-                             f"{_fmt(first['clean_acc'])} | " + " | ".join(cells) + " |")
+                             f"{_fmt(first['clean_acc'])} | " + " | ".join(cells)
+                             + f" | {settings_label(first.get('settings', {}))} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -114,12 +122,8 @@ def plot(runs: list[Run], path: Path, title: str | None = None) -> Path:
     views_seen: list[str] = []
     for ax, attack in zip(axes[0], attacks):
         for i, run in enumerate(runs):
-            by_view: dict[str, list[dict]] = {}
-            for row in run.rows:
-                if row["attack"] == attack:
-                    by_view.setdefault(row["gradient"], []).append(row)
-            for gradient, rows in by_view.items():
-                rows.sort(key=lambda r: r["eps"])
+            for (gradient, _, _), by_eps in _experiments(run, attack).items():
+                rows = sorted(by_eps.values(), key=lambda r: r["eps"])
                 style, marker = LINESTYLES.get(gradient, ("-", "x"))
                 ax.plot([r["eps"] * scale for r in rows], [r["adv_acc"] for r in rows], linestyle=style, marker=marker,
                         color=colors[i % len(colors)], linewidth=2, markersize=5)

@@ -180,6 +180,24 @@ def load_test_images(dataset: str, num_images: int, data_dir: str | None = None,
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
+def attack_settings(attack: str, settings: AttackSettings, surrogate: str | None = None) -> dict[str, Any]:
+    """What, besides eps, gradient view and images, shapes ``attack``'s numbers: rows that differ here
+    are different experiments (kept apart in ``attack.json`` and in separate lines of ``attack.md``).
+
+    FGSM is deterministic; PGD (random start) and Square draw per batch from ``seed + batch index``.
+    """
+    if attack == "fgsm":
+        return {}
+    out: dict[str, Any] = {"seed": settings.seed, "batch_size": settings.batch_size}
+    if attack in ("pgd", "transfer"):
+        out.update(steps=settings.pgd_steps, alpha_per_eps=settings.alpha(1.0))
+    if attack == "square":
+        out["queries"] = settings.square_queries
+    if attack == "transfer":
+        out["surrogate"] = surrogate
+    return out
+
+
 def _row(attack: str, gradient: str, eps: float, clean: Meter, adv: Meter, max_delta: float,
          settings: AttackSettings) -> dict[str, Any]:
     params: dict[str, Any] = {}
@@ -189,7 +207,8 @@ def _row(attack: str, gradient: str, eps: float, clean: Meter, adv: Meter, max_d
         params = {"queries": settings.square_queries, "p_init": 0.8, "loss": "margin"}
     return {"attack": attack, "gradient": gradient, "eps": eps, "eps_label": eps_label(eps),
             "clean_acc": clean.accuracy, "adv_acc": adv.accuracy, "clean_correct": clean.correct,
-            "adv_correct": adv.correct, "num_images": clean.total, "max_perturbation": max_delta, "params": params}
+            "adv_correct": adv.correct, "num_images": clean.total, "max_perturbation": max_delta, "params": params,
+            "settings": attack_settings(attack, settings)}
 
 
 def run_attack(target: nn.Module, attack: str, eps: float, x: Tensor, y: Tensor, settings: AttackSettings, *,
@@ -228,7 +247,8 @@ def run_attack(target: nn.Module, attack: str, eps: float, x: Tensor, y: Tensor,
 
 
 def evaluate_robustness(net: nn.Module, dataset: str, x: Tensor, y: Tensor, settings: AttackSettings, *,
-                        surrogate: nn.Module | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+                        surrogate: nn.Module | None = None, surrogate_name: str | None = None,
+                        log: Callable[[str], None] | None = None) -> list[dict]:
     """All rows: white-box attacks once per gradient view, black-box attacks once.
 
     Each row has ``clean_acc`` and ``adv_acc`` (the attack at exactly that eps, counted by
@@ -241,6 +261,7 @@ def evaluate_robustness(net: nn.Module, dataset: str, x: Tensor, y: Tensor, sett
         net: the trained network (normalised inputs, as trained); it is not modified.
         x, y: test images in [0, 1] and labels.
         surrogate: a network (same data set) whose BP view crafts the transfer attack's images.
+        surrogate_name: how the transfer rows name the surrogate (its run folder), in ``settings``.
     """
     unknown = [a for a in settings.attacks if a not in ATTACKS]
     if unknown:
@@ -266,6 +287,8 @@ def evaluate_robustness(net: nn.Module, dataset: str, x: Tensor, y: Tensor, sett
         for eps in sorted(settings.eps):
             correct: list[Tensor] = []
             row = run_attack(target, attack, eps, x, y, settings, gradient=gradient, source=source, correct_out=correct)
+            if attack == "transfer":
+                row["settings"] = attack_settings(attack, settings, surrogate_name)
             robust &= correct[0]
             row["robust_acc"] = int(robust.sum()) / len(y) if len(y) else math.nan
             rows.append(row)
@@ -283,16 +306,37 @@ def accuracy_cell(row: dict[str, Any]) -> str:
     return text + (f" ({robust:.4f})" if robust is not None and robust < row["adv_acc"] - 1e-9 else "")
 
 
+def _settings_key(row: dict[str, Any]) -> str:
+    return json.dumps(row.get("settings", {}), sort_keys=True)
+
+
+def settings_label(settings: dict[str, Any]) -> str:
+    """``seed 0, batch 250, step 0.25 eps, surrogate runs/x`` (steps and queries are in the attack name)."""
+    parts = []
+    if "seed" in settings:
+        parts.append(f"seed {settings['seed']}")
+    if "batch_size" in settings:
+        parts.append(f"batch {settings['batch_size']}")
+    if "alpha_per_eps" in settings:
+        parts.append(f"step {settings['alpha_per_eps']:.3g} eps")
+    if settings.get("surrogate"):
+        parts.append(f"surrogate {settings['surrogate']}")
+    return ", ".join(parts) or "-"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per (attack, gradient view): clean accuracy, then adversarial accuracy per eps
-    (with the worst case over smaller budgets in parentheses where it is lower)."""
+    """One line per attack, gradient view, number of images and attack settings (seed, steps,
+    queries, ...: rows of different experiments are never mixed in a line): clean accuracy, then
+    adversarial accuracy per eps (with the worst case over smaller budgets in parentheses where it
+    is lower)."""
     eps_values = sorted({r["eps"] for r in rows})
-    groups: dict[tuple[str, str], dict[float, dict]] = {}
+    groups: dict[tuple[str, str, int, str], dict[float, dict]] = {}
     for r in rows:
-        groups.setdefault((r["attack"], r["gradient"]), {})[r["eps"]] = r
-    header = "| attack | gradient | images | clean | " + " | ".join(f"eps {eps_label(e)}" for e in eps_values) + " |"
-    lines = [header, "|" + "---|" * (4 + len(eps_values))]
-    for (attack, gradient), by_eps in groups.items():
+        groups.setdefault((r["attack"], r["gradient"], r["num_images"], _settings_key(r)), {})[r["eps"]] = r
+    header = ("| attack | gradient | images | clean | " + " | ".join(f"eps {eps_label(e)}" for e in eps_values)
+              + " | settings |")
+    lines = [header, "|" + "---|" * (5 + len(eps_values))]
+    for (attack, gradient, _, _), by_eps in groups.items():
         any_row = next(iter(by_eps.values()))
         cleans = {round(r["clean_acc"], 6) for r in by_eps.values()}
         clean = f"{any_row['clean_acc']:.4f}" if len(cleans) == 1 else "/".join(f"{c:.4f}" for c in sorted(cleans))
@@ -301,13 +345,13 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             name += f" ({any_row['params']['queries']} q)"
         cells = [accuracy_cell(by_eps[e]) if e in by_eps else "" for e in eps_values]
         lines.append(f"| {name} | {GRADIENT_LABELS.get(gradient, gradient)} | {any_row['num_images']} | {clean} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + f" | {settings_label(any_row.get('settings', {}))} |")
     return "\n".join(lines)
 
 
 def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
-    """``new`` rows replace old ones with the same (attack, gradient, eps, images); others are kept."""
-    key = lambda r: (r["attack"], r["gradient"], r["eps"], r["num_images"])  # noqa: E731
+    """``new`` rows replace old ones with the same (attack, gradient, eps, images, settings); others are kept."""
+    key = lambda r: (r["attack"], r["gradient"], r["eps"], r["num_images"], _settings_key(r))  # noqa: E731
     replaced = {key(r) for r in new}
     return [r for r in old if key(r) not in replaced] + list(new)
 
@@ -320,15 +364,18 @@ def write_report(folder: Path, header: dict[str, Any], rows: list[dict]) -> tupl
     path = folder / "attack.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        same = all(old.get(k) == header.get(k) for k in ("dataset", "seed", "num_images", "weights"))
-        if same:
-            rows = merge_rows(old.get("rows", []), rows)
+        if all(old.get(k) == header.get(k) for k in ("dataset", "weights")):  # the same network and data
+            legacy = [r if "settings" in r else _with_legacy_settings(r, old) for r in old.get("rows", [])]
+            rows = merge_rows(legacy, rows)
     write_json(path, {**header, "rows": rows})
     md = folder / "attack.md"
+    images = sorted({r["num_images"] for r in rows})
     md.write_text(f"# Robustness: {header.get('description', '')} on {header['dataset']}\n\n"
-                  f"{header['num_images']} test images (the first of the test split), L-inf budgets in pixel units "
-                  f"(images in [0, 1], normalisation inside the model), seed {header['seed']}. Weights: "
-                  f"`{header['weights']}`. Clean and adversarial accuracy are counted by separate meters on the "
+                  f"The first {' or '.join(map(str, images))} test images of the test split (column `images`), L-inf "
+                  f"budgets in pixel units (images in [0, 1], normalisation inside the model). Weights: "
+                  f"`{header['weights']}`. Each line is one experiment: attack, gradient view, images and settings "
+                  f"(PGD's and Square's random draws come from `seed` + batch index); runs with other settings get "
+                  f"lines of their own. Clean and adversarial accuracy are counted by separate meters on the "
                   f"same images; the `bp` view attacks exact gradients of the same weights (same forward), the "
                   f"`rule` view the network's own backward. A value in parentheses is the worst case over the "
                   f"smaller budgets (an image broken at a smaller eps counts as broken), shown where it is lower "
@@ -336,6 +383,16 @@ def write_report(folder: Path, header: dict[str, Any], rows: list[dict]) -> tupl
     return path, md
 
 
-__all__ = ["ATTACKS", "AttackSettings", "Meter", "Normalize", "accuracy_cell", "attack_view", "eps_label",
-           "evaluate_robustness", "input_gradient", "load_test_images", "markdown_table", "parse_eps", "run_attack",
-           "write_report"]
+def _with_legacy_settings(row: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
+    """A row of an ``attack.json`` written before rows carried their settings (from its header and params)."""
+    params = row.get("params", {})
+    settings = {} if row["attack"] == "fgsm" else {"seed": header.get("seed"), **{
+        k: params[k] for k in ("steps", "queries") if k in params}}
+    if row["attack"] == "transfer":
+        settings["surrogate"] = header.get("surrogate")
+    return {**row, "settings": settings}
+
+
+__all__ = ["ATTACKS", "AttackSettings", "Meter", "Normalize", "accuracy_cell", "attack_settings", "attack_view",
+           "eps_label", "evaluate_robustness", "input_gradient", "load_test_images", "markdown_table", "parse_eps",
+           "run_attack", "settings_label", "write_report"]

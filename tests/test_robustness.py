@@ -111,3 +111,69 @@ def test_pixel_units_and_normalisation_inside_the_model():
     torch.testing.assert_close(norm(torch.full((1, 2, 2, 2), 0.5)), expected)
     x, _ = load_test_images("digits", 5)
     assert x.min() >= 0 and x.max() <= 1
+
+
+def test_report_keeps_experiments_with_other_settings_apart(fa_net, images, tmp_path):
+    import json
+
+    from nni_bio.robustness import write_report
+
+    x, y = images[0][:40], images[1][:40]
+
+    def run(seed, steps, eps):
+        settings = AttackSettings(attacks=["pgd"], eps=eps, gradients=["bp"], batch_size=40, pgd_steps=steps,
+                                  seed=seed)
+        rows = evaluate_robustness(fa_net, "digits", x, y, settings)
+        header = {"dataset": "digits", "weights": "w.pt", "num_images": 40, "seed": seed, "description": "fa net"}
+        write_report(tmp_path, header, rows)
+        return rows
+
+    run(0, 2, [0.0, 0.1])
+    run(0, 3, [0.1, 0.2])
+    again = run(0, 3, [0.1, 0.2])  # the same experiment again: replaces its own rows
+    run(1, 3, [0.1])  # another seed: before, this overwrote everything (and PGD-3 replaced PGD-2 at eps 0.1)
+    rows = json.loads((tmp_path / "attack.json").read_text())["rows"]
+    assert sorted((r["settings"]["seed"], r["settings"]["steps"], r["eps"]) for r in rows) == [
+        (0, 2, 0.0), (0, 2, 0.1), (0, 3, 0.1), (0, 3, 0.2), (1, 3, 0.1)]
+    assert [r for r in rows if r["settings"] == again[0]["settings"]] == again
+    lines = [line for line in (tmp_path / "attack.md").read_text().splitlines() if line.startswith("| PGD")]
+    assert len(lines) == 3  # one line per experiment, never a mix
+    assert lines[0].startswith("| PGD-2 | bp (exact-gradient view) | 40 |")
+    assert lines[0].endswith("| seed 0, batch 40, step 1.25 eps |")
+    assert lines[1].startswith("| PGD-3 |") and lines[1].endswith("| seed 0, batch 40, step 0.833 eps |")
+    assert lines[2].startswith("| PGD-3 |") and lines[2].endswith("| seed 1, batch 40, step 0.833 eps |")
+    assert lines[2].count("|  |") == 2  # seed 1 ran eps 0.1 only: eps 0 and 0.2 are empty, not borrowed
+
+
+def test_report_keeps_rows_of_an_older_attack_json_apart(fa_net, images, tmp_path):
+    import json
+
+    from nni_bio.robustness import write_report
+
+    header = {"dataset": "digits", "weights": "w.pt", "num_images": 40, "seed": 0, "description": "fa net"}
+    old_row = {"attack": "pgd", "gradient": "bp", "eps": 0.1, "eps_label": "0.1", "clean_acc": 0.9, "adv_acc": 0.5,
+               "clean_correct": 36, "adv_correct": 20, "num_images": 40, "max_perturbation": 0.1,
+               "params": {"steps": 7, "alpha": 0.025, "random_start": True}}
+    (tmp_path / "attack.json").write_text(json.dumps({**header, "rows": [old_row]}))
+    settings = AttackSettings(attacks=["pgd"], eps=[0.1], gradients=["bp"], batch_size=40, pgd_steps=7)
+    write_report(tmp_path, header, evaluate_robustness(fa_net, "digits", images[0][:40], images[1][:40], settings))
+    rows = json.loads((tmp_path / "attack.json").read_text())["rows"]
+    assert len(rows) == 2 and rows[0]["settings"] == {"seed": 0, "steps": 7}
+    assert (tmp_path / "attack.md").read_text().count("| PGD-7 |") == 2
+
+
+def test_combined_report_keeps_experiments_apart_too(tmp_path):
+    from pathlib import Path
+
+    from nni_bio.report import Run, attack_tables
+
+    def row(eps, adv, steps):
+        return {"attack": "pgd", "gradient": "bp", "eps": eps, "clean_acc": 0.9, "adv_acc": adv, "num_images": 40,
+                "params": {"steps": steps}, "settings": {"seed": 0, "batch_size": 40, "steps": steps,
+                                                         "alpha_per_eps": 2.5 / steps}}
+
+    run = Run(Path(tmp_path), "fa-run", attack={"rows": [row(0.1, 0.5, 2), row(0.2, 0.4, 2), row(0.2, 0.1, 10)]})
+    lines = [line for line in attack_tables([run]).splitlines() if line.startswith("| fa-run")]
+    view = "| fa-run | bp (exact-gradient view) | 40 | 0.9000 |"
+    assert lines == [f"{view} 0.5000 | 0.4000 | seed 0, batch 40, step 1.25 eps |",
+                     f"{view}  | 0.1000 | seed 0, batch 40, step 0.25 eps |"]

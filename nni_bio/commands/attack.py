@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     x, y = load_test_images(dataset, args.num_images, data_dir, split_seed)
     print(f"{describe(spec)} ({name}) on {dataset}: {len(y)} test images, attacks {', '.join(settings.attacks)}, "
           f"gradient views {', '.join(gradients)}", flush=True)
-    rows = evaluate_robustness(net, dataset, x, y, settings, surrogate=surrogate, log=lambda s: print(s, flush=True))
+    rows = evaluate_robustness(net, dataset, x, y, settings, surrogate=surrogate, surrogate_name=args.surrogate,
+                               log=lambda s: print(s, flush=True))
     header = {"run": str(args.run_dir or args.genotype), "name": name, "description": describe(spec), "model": spec,
               "dataset": dataset, "weights": str(weights), "num_images": len(y), "seed": args.seed,
               "surrogate": args.surrogate}
