@@ -53,7 +53,8 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: TrainConfig fields a resumed run must share with the checkpoint (they shape the trajectory)
 RESUME_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "grad_clip",
-                 "label_smoothing", "auxiliary_weight", "seed", "amp", "drop_path_prob")
+                 "label_smoothing", "auxiliary_weight", "seed", "amp", "drop_path_prob", "lr_schedule", "lr_gamma")
+LR_SCHEDULES = ("cosine", "step")
 
 
 class DivergenceError(NniBioError, FloatingPointError):
@@ -68,6 +69,8 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: str = "sgd"  # "sgd" or "adam"
     lr: float = 0.05
+    lr_schedule: str = "cosine"  # "cosine" (to 0 over all steps) or "step" (x lr_gamma after every epoch)
+    lr_gamma: float = 0.97  # the "step" schedule's factor per epoch (DARTS ImageNet: 0.97)
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0  # 0 disables
@@ -86,8 +89,8 @@ class EpochMetrics:
     epoch: int
     train_loss: float
     train_acc: float
-    val_loss: float
-    val_acc: float
+    val_loss: float | None  # None: trained without a validation set (train+val)
+    val_acc: float | None
     lr: float
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)  # drop-path probability, diagnostics (angles)
@@ -103,9 +106,11 @@ class TrainResult:
         return self.history[-1]
 
     @property
-    def best_val(self) -> EpochMetrics:
-        """The epoch with the best validation accuracy (reported, never used to pick a test number)."""
-        return max(self.history, key=lambda m: m.val_acc)
+    def best_val(self) -> EpochMetrics | None:
+        """The epoch with the best validation accuracy (reported, never used to pick a test number);
+        None without a validation set."""
+        scored = [m for m in self.history if m.val_acc is not None]
+        return max(scored, key=lambda m: m.val_acc) if scored else None
 
     def as_dict(self) -> dict:
         return {"history": [asdict(m) for m in self.history]}
@@ -164,6 +169,18 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     raise NniBioError(f"unknown optimizer {config.optimizer!r}: use 'sgd' or 'adam'")
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule, stepped after every batch: ``cosine`` anneals to 0 over all steps
+    (DARTS CIFAR); ``step`` multiplies by ``lr_gamma`` after every epoch (DARTS ImageNet: 0.97)."""
+    steps_per_epoch = max(1, steps_per_epoch)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=steps_per_epoch, gamma=config.lr_gamma)
+    raise NniBioError(f"unknown lr_schedule {config.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+
+
 def wire_rules(model: nn.Module) -> nn.Module:
     """Install the output-error bus if any layer's rule needs it (DFA)."""
     if any(isinstance(m, RuleLayer) and get_rule(m.rule_name).info.needs_global_error for m in model.modules()):
@@ -215,17 +232,18 @@ def scaled_backward(scaler: torch.amp.GradScaler | None):
         _SCALERS.pop()
 
 
-def loss_scale(device: torch.device | str) -> Tensor | None:
+def loss_scale(device: torch.device | str) -> Tensor | float | None:
     """The loss scale of the backward in progress, as a 0-d fp32 tensor on ``device`` (no host sync).
 
-    1 when :func:`scaled_backward` declared ``None`` or a disabled scaler; ``None`` when nothing was
-    declared (the caller cannot know whether a GradScaler scaled the loss).
+    ``1.0`` when :func:`scaled_backward` declared ``None`` or a disabled scaler; ``None`` when nothing
+    was declared (the caller cannot know whether a GradScaler scaled the loss).
     """
     if not _SCALERS:
         return None
-    one = torch.ones((), dtype=torch.float32, device=device)
     scaler = _SCALERS[-1]
-    return one if scaler is None else scaler.scale(one)
+    if scaler is None or not scaler.is_enabled():
+        return 1.0
+    return scaler.scale(torch.ones((), dtype=torch.float32, device=device))
 
 
 def _autocast(device: str, amp: str) -> contextlib.AbstractContextManager:
@@ -252,6 +270,7 @@ def _resume_state(path: Path, config: TrainConfig) -> dict:
 
     state = load_checkpoint(path)
     saved = state.get("config", {})
+    saved = {k: saved.get(k, getattr(TrainConfig, k)) for k in RESUME_FIELDS}  # fields added later: defaults
     changed = {k: (saved.get(k), getattr(config, k)) for k in RESUME_FIELDS if saved.get(k) != getattr(config, k)}
     if changed:
         diff = ", ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in changed.items())
@@ -261,7 +280,7 @@ def _resume_state(path: Path, config: TrainConfig) -> dict:
 
 
 def train(
-    model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig, *,
+    model: nn.Module, train_set: Dataset, val_set: Dataset | None, config: TrainConfig, *,
     on_epoch_end: Callable[[EpochMetrics], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     checkpoint: str | Path | None = None,
@@ -269,7 +288,8 @@ def train(
     diagnose: Callable[[nn.Module, int], dict[str, float]] | None = None,
     checkpoint_extra: dict | None = None,
 ) -> TrainResult:
-    """Train ``model`` and evaluate it on ``val_set`` after every epoch.
+    """Train ``model`` and evaluate it on ``val_set`` after every epoch (``val_set=None``: no
+    validation, the metrics' ``val_loss``/``val_acc`` are None).
 
     Args:
         on_epoch_end: called with each epoch's metrics (before that epoch's checkpoint is written).
@@ -312,10 +332,10 @@ def train(
     else:
         train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
                                   num_workers=config.num_workers, drop_last=drop_last)
-    val_loader = DataLoader(val_set, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
+    val_loader = None if val_set is None else DataLoader(val_set, batch_size=max(256, config.batch_size),
+                                                         num_workers=config.num_workers)
     optimizer = make_optimizer(model, config)
-    steps = max(1, config.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    scheduler = make_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=config.amp == "fp16")
     autocast = _autocast(device, config.amp)
     result = TrainResult()
@@ -396,7 +416,7 @@ def train(
             totals = torch.tensor([seen, loss_sum, correct], dtype=torch.float64, device=device)
             dist.all_reduce(totals)
             seen, loss_sum, correct = int(totals[0]), float(totals[1]), int(totals[2])
-        val_loss, val_acc = evaluate(model, val_loader, device)
+        val_loss, val_acc = evaluate(model, val_loader, device) if val_loader is not None else (None, None)
         seconds = time.perf_counter() - start
         if diagnose is not None:
             with _fork_rng(device):
@@ -404,7 +424,7 @@ def train(
         metrics = EpochMetrics(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), val_loss, val_acc, model_lr,
                                seconds, extra)
         result.history.append(metrics)
-        epochs.set_postfix(train_acc=f"{metrics.train_acc:.3f}", val_acc=f"{val_acc:.3f}")
+        epochs.set_postfix(train_acc=f"{metrics.train_acc:.3f}", val_acc="-" if val_acc is None else f"{val_acc:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(metrics)
         if checkpoint is not None and main:

@@ -62,7 +62,7 @@ def softhebb_delta(op: LayerOp, x: Tensor, weight: Tensor, tau: Tensor | float) 
     return (yx - yu.view(shape) * weight) / n
 
 
-def _loss_scale(grad_out: Tensor) -> Tensor | None:
+def _loss_scale(grad_out: Tensor) -> Tensor | float | None:
     """The loss scale every true gradient in this backward carries (GradScaler), or None for 1.
 
     Unlike a true gradient, the update does not depend on the loss, so it would not carry the scale
@@ -98,7 +98,7 @@ class SoftHebbFeedback(Feedback):
         if needs[1]:
             gw = softhebb_delta(op, x, feedback, self.tau).neg_()
             scale = _loss_scale(grad_out)
-            if scale is not None:
+            if isinstance(scale, Tensor):
                 gw = gw * scale
             gw = gw.to(grad_out.dtype)
         return gx, gw, gb
