@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 RULE_COLOURS = {"backprop": "#4d4d4d", "fa": "#1f77b4", "usf": "#ff7f0e", "frsf": "#2ca02c", "brsf": "#d62728",
-                "kp": "#9467bd", "dfa": "#8c564b", "softhebb": "#e377c2", "other": "#cfcfcf", None: "#ffffff"}
+                "kp": "#9467bd", "dfa": "#8c564b", "softhebb": "#e377c2", "other": "#cfcfcf", None: "#9e9e9e"}
 _EXTRA = ["#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78"]
+
+
+def arm_colour(arm: str) -> str:
+    """An arm named after a rule takes the rule's colour; ``mixed`` is black; others get spare colours."""
+    return "#000000" if arm == "mixed" else colour(arm)
 
 
 def colour(rule: str | None) -> str:
@@ -45,7 +50,7 @@ def accuracy_figure(arms: Mapping[str, Sequence[float]], path: Path, title: str)
             ax.text(i, 0, "failed", ha="center", va="bottom", rotation=90, fontsize=8)
             continue
         std = values.std(ddof=1) if values.size > 1 else 0.0
-        ax.bar(i, values.mean(), yerr=std, capsize=4, color=colour(name) if name in RULE_COLOURS else "#6baed6", edgecolor="black", linewidth=0.6)
+        ax.bar(i, values.mean(), yerr=std, capsize=4, color=arm_colour(name), edgecolor="black", linewidth=0.6)
         ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=10, color="black",
                    zorder=3)
     finite = [v for vs in arms.values() for v in vs]
@@ -73,8 +78,8 @@ def robustness_figure(curves: Mapping[tuple[str, str], Mapping[str, tuple[list[f
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, key in zip(axes.flat, panels):
         for arm, (eps, mean, std) in curves[key].items():
-            ax.errorbar(eps, mean, yerr=std, marker="o", markersize=3, capsize=2, label=arm,
-                        color=colour(arm) if arm in RULE_COLOURS else None, linewidth=1.8 if arm == "mixed" else 1)
+            ax.errorbar(eps, mean, yerr=std, marker="o", markersize=3, capsize=2, label=arm, color=arm_colour(arm),
+                        linewidth=2.2 if arm == "mixed" else 1, linestyle="--" if arm == "backprop" else "-")
         ax.set_title(f"{key[0].upper()}, gradient: {key[1]}", fontsize=9)
         ax.set_xlabel("eps (L-inf, pixel units)")
         ax.set_ylabel("accuracy (worst case over eps <=)")
@@ -117,46 +122,54 @@ def architecture_figure(arms: Mapping[str, Mapping[str, Any]], path: Path, title
     used: set[str | None] = set()
     if any(cells.values()):
         ncell = max(len(c) for c in cells.values())
-        fig, axes = plt.subplots(len(names), ncell, figsize=(5.2 * ncell, 2.6 * len(names)), squeeze=False)
+        fig, axes = plt.subplots(len(names), ncell, figsize=(5.2 * ncell, 2.4 * len(names) + 0.8), squeeze=False)
         for r, arm in enumerate(names):
             for c, (cell, edges) in enumerate(cells[arm].items()):
                 ax = axes[r][c]
+                targets = {e[1] for e in edges}
                 nodes = sorted({n for e in edges for n in e[:2]})
-                x = {n: i for i, n in enumerate(nodes)}
-                for src, dst, cand in edges:
+                inputs = [n for n in nodes if n not in targets]
+                inner = [n for n in nodes if n in targets]
+                pos = {n: (0.0, (len(inputs) - 1) / 2 - i) for i, n in enumerate(inputs)}
+                pos.update({n: (1.7 * (k + 1), 0.6 * (-1) ** k) for k, n in enumerate(inner)})
+                for k, (src, dst, cand) in enumerate(edges):
                     op, rule = parse_candidate(cand)
                     used.add(rule)
-                    bend = 0.25 + 0.12 * (dst - src)
-                    ax.add_patch(FancyArrowPatch((x[src], 0), (x[dst], 0), connectionstyle=f"arc3,rad={-bend}",
-                                                 arrowstyle="-|>", mutation_scale=8, color=colour(rule), lw=1.6))
-                    ax.text((x[src] + x[dst]) / 2, bend * (x[dst] - x[src]) / 2 + 0.05, op.replace("_", " "),
-                            fontsize=6, ha="center", color=colour(rule))
-                for n in nodes:
-                    ax.scatter([x[n]], [0], s=180, color="white", edgecolor="black", zorder=3)
-                    ax.text(x[n], 0, str(n), ha="center", va="center", fontsize=7, zorder=4)
-                ax.set_xlim(-0.5, len(nodes) - 0.5)
-                ax.set_ylim(-0.3, 0.25 + 0.12 * len(nodes) * len(nodes) / 4)
+                    rad = 0.12 * (1 if k % 2 else -1)
+                    ax.annotate("", xy=pos[dst], xytext=pos[src], arrowprops=dict(
+                        arrowstyle="-|>", color=colour(rule), lw=1.6, shrinkA=9, shrinkB=9,
+                        connectionstyle=f"arc3,rad={rad}"))
+                    (x0, y0), (x1, y1) = pos[src], pos[dst]
+                    ax.text(x0 + 0.55 * (x1 - x0), y0 + 0.55 * (y1 - y0), op.replace("_", " "), fontsize=6,
+                            ha="center", va="center", color=colour(rule),
+                            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+                for n, (x, y) in pos.items():
+                    ax.scatter([x], [y], s=220, color="#f0f0f0" if n in inputs else "white", edgecolor="black", zorder=3)
+                    ax.text(x, y, str(n), ha="center", va="center", fontsize=7, zorder=4)
+                xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
+                ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+                ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
                 ax.axis("off")
-                ax.set_title(f"{arm}: {cell} cell", fontsize=9)
+                ax.set_title(f"{arm}: {cell} cell" if cell != "cell" else f"{arm}: cell", fontsize=9)
             for c in range(len(cells[arm]), ncell):
                 axes[r][c].axis("off")
     else:
         width = max(len(arms[arm]["layers"]) for arm in names) if names else 1
-        fig, ax = plt.subplots(figsize=(max(5, 0.55 * width + 2), 0.45 * len(names) + 1.3))
+        fig, ax = plt.subplots(figsize=(max(5, 0.75 * width + 2), 0.45 * len(names) + 1.5))
         for r, arm in enumerate(names):
             for i, (layer, rule) in enumerate(arms[arm]["layers"].items()):
                 used.add(rule)
                 ax.add_patch(plt.Rectangle((i, -r - 0.4), 0.95, 0.8, color=colour(rule), ec="black", lw=0.4))
-                if r == 0:
-                    ax.text(i + 0.47, 0.5, layer, rotation=60, fontsize=6, ha="left", va="bottom")
+                ax.text(i + 0.47, -r, layer, fontsize=5.5, ha="center", va="center",
+                        color="white" if rule in ("backprop", "fa", "dfa", "kp", "brsf") else "black")
         ax.set_xlim(-0.1, width + 0.1)
-        ax.set_ylim(-len(names) + 0.4, 2.2)
+        ax.set_ylim(-len(names) + 0.4, 0.6)
         ax.set_yticks([-r for r in range(len(names))], names, fontsize=8)
         ax.set_xticks([])
         for side in ("top", "right", "bottom", "left"):
             ax.spines[side].set_visible(False)
-        ax.set_xlabel("weight layers, input to output (first arm's layer names above)", fontsize=8)
-    legend = [Patch(color=colour(rule), label=rule or "no weights") for rule in sorted(used, key=str)]
+        ax.set_xlabel("weight layers, input to output (layer names inside)", fontsize=8)
+    legend = [Patch(color=colour(rule), label=rule or "no rule (parameter-free op)") for rule in sorted(used, key=str)]
     fig.legend(handles=legend, loc="lower center", ncol=min(8, len(legend)), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 0.93))
