@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     command = "nni-bio study " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [args.config])
     report = run_study(config, output, jobs=args.jobs, report_dir=args.report_dir, report_only=args.report_only,
                        progress=not args.no_progress and sys.stderr.isatty(), retry_failed=args.retry_failed,
-                       command=command)
+                       command=command, say=lambda line: print(line, flush=True))
     print(f"report: {report}")
     first = next((line for line in report.read_text().splitlines() if line.startswith("**") or line.startswith("No ")), "")
     if first:

@@ -169,6 +169,13 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
     strategies = MULTI_TRIAL + ONE_SHOT
     if config.search.strategy not in strategies:
         raise StudyConfigError(f"{source}: search.strategy {config.search.strategy!r} is not one of {', '.join(strategies)}")
+    if config.search.one_shot:  # unknown strategy hyperparameters fail here, not days later in a trial
+        from nni_bio.strategies.oneshot import make_strategy
+
+        try:
+            make_strategy(config.search.strategy, **{**config.search.train, **config.search.hparams})
+        except NniBioError as exc:
+            raise StudyConfigError(f"{source}: search.train / search.hparams: {exc}") from exc
     if config.search.max_trials < 1 or config.search.epochs < 1 or config.retrain.epochs < 1:
         raise StudyConfigError(f"{source}: search.max_trials, search.epochs and retrain.epochs must be >= 1")
     if not config.retrain.seeds or len(set(config.retrain.seeds)) != len(config.retrain.seeds):

@@ -152,6 +152,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
               f"- Retraining from scratch with `nni-bio train`: {config.retrain.epochs} epochs, seeds "
               f"{config.retrain.seeds}, {json.dumps(config.retrain.args)}; the number is the **final-epoch test "
               f"accuracy** (never a best-epoch pick).",
+              f"- DARTS layer preset: {', '.join(sorted({r['preset'] for i in arms.values() for r in i['seeds'].values() if r and r.get('preset')})) or 'none (not a DARTS network)'} (`bio`: no backprop layer; `reference`: backprop stem, pre-processing, classifier, aux head).",  # noqa: E501
               f"- Attacks (`nni-bio attack`): {', '.join(config.attack.attacks)} at eps {config.attack.eps} on the first "
               f"{config.attack.num_images} test images; white-box attacks through the rule's own gradient and the "
               f"exact-gradient (bp) view.",

@@ -303,14 +303,21 @@ def retrain_done(study_dir: Path, arm: str, seed: int) -> bool:
 def run_retrain(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> None:
     """``nni-bio train`` of the arm's genotype with one seed (resumed if interrupted)."""
     out = retrain_dir(study_dir, arm, seed)
-    command = [sys.executable, "-m", "nni_bio.cli", "train", "--genotype", str(study_dir / SEARCH / arm / "genotype.json"),
+    run_child([sys.executable, "-m", "nni_bio.cli", *retrain_arguments(config, arm, seed, study_dir, slot)],
+              out.parent / f"s{seed}.log", slot)
+
+
+def retrain_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> list[str]:
+    """The ``nni-bio`` arguments of one retraining."""
+    out = retrain_dir(study_dir, arm, seed)
+    command = ["train", "--genotype", str(study_dir / SEARCH / arm / "genotype.json"),
                "--dataset", config.dataset, "--epochs", str(config.retrain.epochs), "--seed", str(seed),
                "--device", slot.device, "--output", str(out), "--no-progress", *cli_flags(config.retrain.args)]
     if config.data_dir:
         command += ["--data-dir", config.data_dir]
     if (out / "checkpoint.pt").is_file():
         command.append("--resume")
-    run_child(command, out.parent / f"s{seed}.log", slot)
+    return command
 
 
 def attack_done(study_dir: Path, arm: str, seed: int) -> bool:
@@ -319,15 +326,22 @@ def attack_done(study_dir: Path, arm: str, seed: int) -> bool:
 
 def run_attack(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> None:
     """``nni-bio attack`` of one retrained network (white-box through both gradient views, Square)."""
+    out = attack_dir(study_dir, arm, seed)
+    run_child([sys.executable, "-m", "nni_bio.cli", *attack_arguments(config, arm, seed, study_dir, slot)],
+              out.parent / f"s{seed}.log", slot)
+
+
+def attack_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> list[str]:
+    """The ``nni-bio`` arguments of one attack run."""
     a = config.attack
     out = attack_dir(study_dir, arm, seed)
-    command = [sys.executable, "-m", "nni_bio.cli", "attack", str(retrain_dir(study_dir, arm, seed)),
+    return ["attack", str(retrain_dir(study_dir, arm, seed)),
                "--attacks", ",".join(a.attacks), "--gradient", ",".join(a.gradients), "--eps", a.eps,
                "--num-images", str(a.num_images), "--pgd-steps", str(a.pgd_steps),
                "--square-queries", str(a.square_queries), "--device", slot.device, "--output", str(out)]
-    run_child(command, out.parent / f"s{seed}.log", slot)
 
 
-__all__ = ["ATTACK", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_dir", "attack_done", "cli_flags",
+__all__ = ["ATTACK", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_arguments", "attack_dir", "attack_done",
+           "cli_flags", "retrain_arguments",
            "failure", "mark_failed", "retrain_dir", "retrain_done", "run_attack", "run_retrain", "run_search",
            "search_done", "space_size"]
