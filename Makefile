@@ -1,5 +1,5 @@
 # The two commands of the README. Both create .venv on first use.
-.PHONY: run demo test bench setup
+.PHONY: run demo study test bench setup
 
 setup:
 	@bash scripts/setup.sh
@@ -9,6 +9,9 @@ run: setup
 
 demo: setup
 	.venv/bin/nni-bio demo
+
+study: setup
+	.venv/bin/nni-bio study examples/studies/digits.yml --jobs 2 --report-dir results/digits
 
 test: setup
 	.venv/bin/python -m pytest

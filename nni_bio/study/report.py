@@ -156,7 +156,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
               f"- Attacks (`nni-bio attack`): {', '.join(config.attack.attacks)} at eps {config.attack.eps} on the first "
               f"{config.attack.num_images} test images; white-box attacks through the rule's own gradient and the "
               f"exact-gradient (bp) view.",
-              f"- Produced by `{command or 'nni-bio study ' + config.source}` on {machine}"
+              f"- Produced by `{command or 'nni-bio study ' + config.source}` ({_code_version(study_dir)}) on {machine}"
               + (f" in {wall_seconds / 60:.1f} minutes of wall time" if wall_seconds else "") + f", "
               f"{time.strftime('%Y-%m-%d')}.", ""]
     lines += ["## Accuracy", "", "| arm | rules | final-epoch test accuracy (mean +- std) | seeds | search: best val acc "
@@ -204,6 +204,15 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _code_version(study_dir: Path) -> str:
+    """nni-bio's version, and the git commit the study ran from when it was recorded."""
+    from importlib.metadata import version
+
+    record = _read(study_dir / "study.json") or {}
+    commit = record.get("commit")
+    return f"nni-bio {version('nni-bio')}" + (f", commit {commit}" if commit else "")
 
 
 def _cores() -> int:

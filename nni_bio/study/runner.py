@@ -78,7 +78,24 @@ def claim_folder(config: StudyConfig, study_dir: Path) -> None:
         raise StudyConfigError(f"{study_dir} exists and is not a study folder (no study.json): choose another --output")
     study_dir.mkdir(parents=True, exist_ok=True)
     write_json(record, {"fingerprint": config.fingerprint(), "source": config.source, "config": config.as_dict(),
-                        "created": time.time()})
+                        "created": time.time(), "commit": _commit()})
+
+
+def _commit() -> str | None:
+    """The git commit of the nni-bio checkout in use (``None`` outside a checkout), with ``+dirty`` for local edits."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def slots(jobs: int) -> list[stages.Slot]:
