@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,6 +229,20 @@ class RestClient:
     def trials(self) -> list[Trial]:
         return [decode_trial(t) for t in self.get("trial-jobs")]
 
+    def profile(self) -> dict[str, Any]:
+        """The experiment profile: ``id``, ``params`` (the config, camelCase keys), ``logDir``, ..."""
+        return self.get("experiment")
+
+    def metrics(self, trial_id: str) -> list[dict[str, Any]]:
+        """A trial's metric records (``type`` PERIODICAL for intermediate results, FINAL), as NNI stores them."""
+        return self.get(f"metric-data/{urllib.parse.quote(trial_id)}")
+
+    def trial_file(self, trial_id: str, name: str = "stdout") -> str:
+        """A trial's ``stdout``, ``stderr`` or ``trial.log`` as text."""
+        url = f"{self.base}/trial-file/{urllib.parse.quote(trial_id)}/{urllib.parse.quote(name)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode("utf-8", "replace")
+
 
 def decode_trial(raw: dict[str, Any]) -> Trial:
     """Unwrap NNI's JSON-in-JSON trial record into a :class:`Trial`."""
@@ -235,9 +251,7 @@ def decode_trial(raw: dict[str, Any]) -> Trial:
         params = json.loads(blob).get("parameters", {}) if isinstance(blob, str) else blob.get("parameters", {})
     final = None
     for metric in raw.get("finalMetricData") or []:
-        value = json.loads(metric["data"])
-        value = json.loads(value) if isinstance(value, str) else value
-        final = value if isinstance(value, dict) else {"default": value}
+        final = _decode_metric(metric["data"])
     return Trial(raw.get("trialJobId", "?"), raw.get("status", "?"), params, final, raw)
 
 
@@ -265,19 +279,66 @@ def stop(experiment_id: str) -> None:
                    capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
-def wait(client: RestClient, max_trials: int | None, timeout: float, progress: bool = True) -> list[Trial]:
-    """Poll until the experiment is DONE (or every trial finished); show a progress bar meanwhile."""
+#: seconds between two polls of NNI's REST API
+POLL_SECONDS = 2.0
+#: seconds NNI's manager may stay silent (busy, restarting) before :func:`wait` gives up on it
+UNREACHABLE_AFTER = 120.0
+
+
+def wait(client: RestClient, max_trials: int | None, timeout: float | None = None, progress: bool = True, *,
+         epochs: int | None = None, read_stdout: bool = False, poll: float = POLL_SECONDS) -> list[Trial]:
+    """Poll until the experiment is DONE (or every trial finished); show progress meanwhile.
+
+    Args:
+        client: the experiment's REST API.
+        max_trials: ``maxTrialNumber`` (the progress bar's length; ``None``: unknown).
+        timeout: give up after so many seconds (:class:`ExperimentError`); ``None`` or ``math.inf``:
+            follow the experiment until it ends, however many days that takes.
+        progress: show a progress bar (trials finished, best score so far).
+        epochs: the one-shot trial command's ``--epochs``: the bar then counts search epochs from
+            each trial's intermediate results and prints a line per epoch with its numbers and the
+            current derived architecture (:func:`oneshot_progress`), instead of "0/1 trials".
+        read_stdout: take a one-shot trial's current derived architecture from its stdout when its
+            intermediate results do not carry it (local trials: reading it is cheap).
+        poll: seconds between polls.
+
+    Raises:
+        ExperimentError: NNI reports an experiment error, the timeout passed, or the manager stopped
+            answering for :data:`UNREACHABLE_AFTER` seconds.
+    """
+    import math
+
     from tqdm import tqdm
 
-    bar = tqdm(total=max_trials, unit="trial", disable=not progress, dynamic_ncols=True)
-    deadline, trials = time.monotonic() + timeout, []
+    oneshot = bool(epochs) and progress
+    total = (max_trials or 1) * epochs if oneshot else max_trials
+    bar = tqdm(total=total, unit="epoch" if oneshot else "trial", disable=not progress, dynamic_ncols=True)
+    deadline = time.monotonic() + timeout if timeout is not None and math.isfinite(timeout) else math.inf
+    trials: list[Trial] = []
+    last_answer = time.monotonic()
+    shown: dict[str, int] = {}  # one-shot: epochs already printed per trial
+    closed: set[str] = set()  # one-shot: finished trials whose metrics were read after they ended
     try:
         while True:
-            status = client.status()
-            trials = client.trials()
+            try:
+                status = client.status()
+                trials = client.trials()
+            except (OSError, ValueError) as exc:  # URLError is an OSError; a half-written answer a ValueError
+                if time.monotonic() - last_answer > UNREACHABLE_AFTER:
+                    raise ExperimentError(
+                        f"NNI's manager ({client.base}) has not answered for {UNREACHABLE_AFTER:.0f} s: {exc}. "
+                        "`nnictl experiment list` shows whether the experiment still runs") from exc
+                time.sleep(poll)
+                continue
+            last_answer = time.monotonic()
             finished = [t for t in trials if t.status in FINISHED]
             scores = [t.score for t in finished if t.score is not None]
-            bar.n = len(finished)
+            if oneshot:
+                _show_oneshot_epochs(client, trials, epochs, shown, closed, bar, read_stdout)
+                bar.total = max(bar.total or 0, len(trials) * epochs)
+                bar.n = sum(min(n, epochs) for n in shown.values())
+            else:
+                bar.n = len(finished)
             bar.set_postfix(best=f"{max(scores):.4f}" if scores else "-",
                             failed=sum(t.status == "FAILED" for t in finished), refresh=False)
             bar.refresh()
@@ -288,9 +349,164 @@ def wait(client: RestClient, max_trials: int | None, timeout: float, progress: b
                     return trials
             if time.monotonic() > deadline:
                 raise ExperimentError(f"experiment still running after {timeout:.0f} s")
-            time.sleep(2)
+            time.sleep(poll)
     finally:
         bar.close()
+
+
+def _show_oneshot_epochs(client: RestClient, trials: list[Trial], epochs: int, shown: dict[str, int],
+                         closed: set[str], bar: Any, read_stdout: bool) -> None:
+    """Print a progress line for every one-shot trial with a new search epoch; set the bar's description.
+
+    ``shown``: epochs already printed per trial; ``closed``: finished trials read for the last time.
+    """
+    for index, trial in enumerate(trials, 1):
+        if trial.id in closed or trial.status not in FINISHED | {"RUNNING"}:
+            continue
+        try:
+            records = client.metrics(trial.id)
+        except (OSError, ValueError):
+            continue
+        results = intermediate_results(records)
+        if trial.status in FINISHED:
+            closed.add(trial.id)  # its metrics cannot change any more
+        if len(results) != shown.get(trial.id, 0):
+            sample = None
+            if read_stdout and results and "sample" not in results[-1]:
+                for name in TRIAL_LOGS:  # NNI 3 keeps a local trial's prints in trial.log
+                    try:
+                        sample = sample_from_log(client.trial_file(trial.id, name))
+                    except (OSError, ValueError):
+                        sample = None
+                    if sample is not None:
+                        break
+            bar.write(oneshot_progress(trial.id, records, epochs, sample))
+            shown[trial.id] = len(results)
+        if trial.status == "RUNNING":
+            which = f"trial {index}/{len(trials)} " if len(trials) > 1 else ""
+            bar.set_description_str(f"{which}epoch {len(results)}/{epochs}", refresh=False)
+
+
+def _decode_metric(data: Any) -> dict[str, Any]:
+    """NNI stores a metric as JSON of (JSON of) the reported value; a bare number becomes ``{"default": x}``."""
+    value = json.loads(data) if isinstance(data, str) else data
+    value = json.loads(value) if isinstance(value, str) else value
+    return value if isinstance(value, dict) else {"default": value}
+
+
+def intermediate_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's intermediate results (``PERIODICAL`` metric records from ``GET metric-data/ID``), in order."""
+    rows = sorted((r for r in records if r.get("type") == "PERIODICAL"), key=lambda r: int(r.get("sequence", 0)))
+    return [_decode_metric(r.get("data")) for r in rows]
+
+
+def oneshot_epochs(trial_command: str) -> int | None:
+    """``--epochs`` of a ``python3 -m nni_bio.oneshot`` trial command; ``None`` for any other command."""
+    from nni_bio.preflight import parse_trial_command
+
+    try:
+        command = parse_trial_command(trial_command)
+    except NniBioError:
+        return None
+    return command.args.epochs if command is not None and command.oneshot else None
+
+
+#: a one-shot trial's epoch line, as printed or as NNI's trial.log keeps it (``[time] PRINT epoch k: ... | {...}``)
+_EPOCH_LINE = re.compile(r"^(?:\[[^\]]*\] PRINT )?epoch (\d+): .*\| (\{.*\})\s*$", re.MULTILINE)
+#: the trial files (NNI's ``trial-file`` endpoint) a one-shot trial's epoch lines may be in
+TRIAL_LOGS = ("trial.log", "stdout")
+
+
+def sample_from_log(text: str) -> dict[str, Any] | None:
+    """The derived architecture of the last search epoch a one-shot trial printed (``epoch k: ... | {sample}``;
+    NNI's ``trial.log`` prefixes it with ``[time] PRINT``)."""
+    for match in reversed(list(_EPOCH_LINE.finditer(text))):
+        try:
+            sample = json.loads(match.group(2))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(sample, dict):
+            return sample
+    return None
+
+
+def format_sample(sample: dict[str, Any], limit: int = 12) -> str:
+    """``label=candidate`` pairs of an architecture, sorted by label; at most ``limit`` of them."""
+    items = [f"{label}={unwrap_choice(value)}" for label, value in sorted(sample.items())]
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return " ".join(items[:limit]) + more
+
+
+def oneshot_progress(trial_id: str, records: list[dict[str, Any]], epochs: int,
+                     sample: dict[str, Any] | None = None) -> str:
+    """One progress line of a one-shot trial from its REST metric records.
+
+    ``epoch k/N`` counts the trial's intermediate results (one per search epoch; ``N`` is the trial
+    command's ``--epochs``), followed by the last epoch's supernet and derived-architecture accuracies
+    and the current derived architecture: the last intermediate result's ``sample`` when it carries
+    one (JSON text or an object), else ``sample`` (e.g. from :func:`sample_from_log`).
+    """
+    results = intermediate_results(records)
+    line = f"trial {trial_id}: epoch {len(results)}/{epochs}"
+    if not results:
+        return line + " (no search epoch finished yet)"
+    last = results[-1]
+    parts = []
+    supernet = last.get("supernet_val_acc", last.get("default"))
+    if isinstance(supernet, (int, float)):
+        parts.append(f"supernet val acc {supernet:.4f}")
+    if isinstance(last.get("derived_val_acc"), (int, float)):
+        parts.append(f"derived architecture (shared weights) val acc {last['derived_val_acc']:.4f}")
+    current = last.get("sample", sample)
+    if isinstance(current, str):
+        try:
+            current = json.loads(current)
+        except json.JSONDecodeError:
+            current = None
+    if isinstance(current, dict) and current:
+        parts.append("derived: " + format_sample(current))
+    return " | ".join([line, *parts])
+
+
+def experiment_records(home: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """NNI's list of experiments (``~/nni-experiments/.experiment``, what ``nnictl experiment list`` reads):
+    id -> ``{"port", "status", "experimentName", "logDir", "pid", ...}``."""
+    from nni.tools.nnictl.config_utils import Experiments
+
+    home = Path(home) if home is not None else Path.home() / "nni-experiments"
+    if not (home / ".experiment").is_file():
+        return {}
+    return dict(Experiments(str(home)).get_all_experiments())
+
+
+def attach(experiment_id: str, home: str | os.PathLike | None = None) -> tuple[RestClient, int, dict[str, Any]]:
+    """Find a running experiment's manager by id: its REST client, port and profile (config under ``params``).
+
+    Raises:
+        ExperimentError: NNI knows no such experiment, or its manager does not answer (stopped: the
+            message gives the ``nnictl resume`` / ``nnictl view`` commands).
+    """
+    records = experiment_records(home)
+    record = records.get(experiment_id)
+    if record is None:
+        running = [f"{i} ({r.get('experimentName') or '-'}, port {r.get('port')})" for i, r in records.items()
+                   if r.get("status") != "STOPPED" and isinstance(r.get("port"), int)]
+        raise ExperimentError(f"NNI knows no experiment {experiment_id!r} (`nnictl experiment list --all` lists them)"
+                              + (f"; running: {', '.join(running)}" if running else "; none is running"))
+    port = record.get("port")
+    stopped = (f"experiment {experiment_id} is not running (NNI's record says {record.get('status', '?')}). "
+               f"`nnictl resume {experiment_id}` continues it (then `nni-bio search --attach {experiment_id}`), "
+               f"`nnictl view {experiment_id}` shows its results")
+    if not isinstance(port, int):
+        raise ExperimentError(stopped)
+    client = RestClient(port)
+    try:
+        profile = client.profile()
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(f"{stopped} (nothing answers on port {port}: {exc})") from exc
+    if profile.get("id") != experiment_id:
+        raise ExperimentError(f"{stopped} (port {port} now serves experiment {profile.get('id')!r})")
+    return client, port, profile
 
 
 def best_trial(trials: list[Trial]) -> Trial | None:

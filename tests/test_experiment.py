@@ -1,6 +1,7 @@
 """The nnictl launcher's pieces that need no running experiment."""
 
 import json
+import math
 import shlex
 
 import pytest
@@ -146,3 +147,263 @@ def test_search_reports_what_a_one_shot_trial_s_number_is(monkeypatch, capsys):
             "epochs") in out
     assert "shared weights: 0.2425" in out and "supernet as the search evaluates it (last epoch): 0.9800" in out
     assert "validation accuracy 0.98" not in out
+
+
+# -- following long experiments (issue 9 item 6) -------------------------------------------------------------
+
+def metric_record(trial_id, sequence, data, kind="PERIODICAL"):
+    """A record of NNI's ``GET metric-data/ID``: the reported value as JSON in JSON."""
+    return {"timestamp": 1700000000000 + sequence, "trialJobId": trial_id, "parameterId": "0", "type": kind,
+            "sequence": sequence, "data": json.dumps(json.dumps(data))}
+
+
+def epoch_metrics(supernet, derived):
+    return {"default": supernet, "supernet_val_acc": supernet, "derived_val_acc": derived, "supernet_val_loss": 0.5}
+
+
+def test_one_shot_progress_is_built_from_intermediate_results():
+    from nni_bio.experiment import oneshot_progress
+
+    records = [metric_record("t1", 2, epoch_metrics(0.81, 0.70)), metric_record("t1", 0, epoch_metrics(0.5, 0.4)),
+               metric_record("t1", 1, epoch_metrics(0.7, 0.6)), metric_record("t1", 0, {"default": 0.9}, "FINAL")]
+    sample = {"fc": "usf", "conv1": "conv_3x3@fa", "conv2": "skip_connect"}
+    assert oneshot_progress("t1", records, 15, sample) == (
+        "trial t1: epoch 3/15 | supernet val acc 0.8100 | derived architecture (shared weights) val acc 0.7000 | "
+        "derived: conv1=conv_3x3@fa conv2=skip_connect fc=usf")
+    # a trial that reports its derived architecture with each epoch: that one wins
+    records.append(metric_record("t1", 3, {**epoch_metrics(0.82, 0.71), "sample": json.dumps({"fc": "fa"})}))
+    assert oneshot_progress("t1", records, 15, sample).endswith("epoch 4/15 | supernet val acc 0.8200 | derived "
+                                                                 "architecture (shared weights) val acc 0.7100 | "
+                                                                 "derived: fc=fa")
+    assert oneshot_progress("t1", [], 15) == "trial t1: epoch 0/15 (no search epoch finished yet)"
+    assert oneshot_progress("t2", [metric_record("t2", 0, 0.25)], 2) == "trial t2: epoch 1/2 | supernet val acc 0.2500"
+
+
+def test_the_derived_architecture_is_read_from_a_one_shot_trial_s_output():
+    from nni_bio.experiment import format_sample, sample_from_log
+
+    log = "\n".join([
+        "one-shot search: strategy darts, space tiny, data set digits, 2 epochs, {}; then no retraining",
+        'epoch 0: supernet train loss 2.0 acc 0.2 | supernet val loss 2.0 acc 0.3 | derived architecture, shared '
+        'weights: val acc 0.2000 | 1.0 s | {"conv1": "max_pool", "fc": "fa"}',
+        'epoch 1: supernet train loss 1.0 acc 0.5 | supernet val loss 1.0 acc 0.6 | derived architecture, shared '
+        'weights: val acc 0.5000 | 1.0 s | {"conv1": "conv_3x3@usf", "fc": "usf"}',
+        "retrain epoch 1: train loss 0.5 acc 0.8 | val loss 0.5 acc 0.8 | {}",
+    ])
+    assert sample_from_log(log) == {"conv1": "conv_3x3@usf", "fc": "usf"}
+    # NNI 3 keeps a local trial's prints in trial.log, time-stamped
+    nni_log = ('[2026-11-30 05:06:54] PRINT one-shot search: strategy darts\n[2026-11-30 05:06:56] PRINT epoch 1: '
+               'supernet train loss 2.3 acc 0.04 | derived architecture, shared weights: val acc 0.1 | 1.1 s | '
+               '{"conv1": "conv_5x5@fa", "fc": "frsf"}\n[2026-11-30 05:06:57] INFO (nni) something else\n')
+    assert sample_from_log(nni_log) == {"conv1": "conv_5x5@fa", "fc": "frsf"}
+    assert sample_from_log("nothing yet") is None
+    many = {f"cell{i:02d}": "sep_conv_3x3@fa" for i in range(20)}
+    assert format_sample(many, limit=3) == "cell00=sep_conv_3x3@fa cell01=sep_conv_3x3@fa cell02=sep_conv_3x3@fa " \
+                                           "(+17 more)"
+
+
+def test_the_epochs_of_a_one_shot_config_come_from_its_trial_command():
+    from nni_bio.experiment import oneshot_epochs
+
+    assert oneshot_epochs(load_config("examples/digits-darts.yml")["trialCommand"]) == 15
+    assert oneshot_epochs(load_config("examples/digits.yml")["trialCommand"]) is None
+    assert oneshot_epochs("python3 train.py") is None
+
+
+class FakeClient:
+    """NNI's REST API for one one-shot trial that runs ``epochs`` epochs, one per poll."""
+
+    base = "http://127.0.0.1:1/api/v1/nni"
+
+    def __init__(self, epochs, failures=0):
+        self.epochs, self.polls, self.failures = epochs, 0, failures
+
+    def status(self):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("connection refused")
+        self.polls += 1
+        return {"status": "DONE" if self.polls > self.epochs else "RUNNING"}
+
+    def trials(self):
+        done = self.polls > self.epochs
+        final = {"default": 0.9, "sample": json.dumps({"fc": "usf"})} if done else None
+        return [decode_trial(rest_trial("t1", "SUCCEEDED" if done else "RUNNING", {"strategy": "darts"}, final))]
+
+    def metrics(self, trial_id):
+        return [metric_record(trial_id, k, epoch_metrics(0.5 + k / 10, 0.4)) for k in range(min(self.polls,
+                                                                                                 self.epochs))]
+
+    def trial_file(self, trial_id, name="stdout"):
+        return "".join(f"epoch {k}: supernet ... | {json.dumps({'fc': ['fa', 'usf'][k % 2]})}\n"
+                       for k in range(min(self.polls, self.epochs)))
+
+
+def fake_clock(monkeypatch, step):
+    """time.monotonic jumps by ``step`` seconds at every sleep."""
+    from nni_bio import experiment as ex
+
+    now = [0.0]
+    monkeypatch.setattr(ex.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(ex.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + step))
+
+
+def test_wait_shows_a_one_shot_experiment_s_epochs_not_trials(monkeypatch, capsys):
+    from nni_bio.experiment import wait
+
+    fake_clock(monkeypatch, 1.0)
+    trials = wait(FakeClient(3), 1, None, progress=True, epochs=3, read_stdout=True)
+    assert [t.status for t in trials] == ["SUCCEEDED"]
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("trial t1")]
+    assert lines == ["trial t1: epoch 1/3 | supernet val acc 0.5000 | derived architecture (shared weights) val acc "
+                     "0.4000 | derived: fc=fa",
+                     "trial t1: epoch 2/3 | supernet val acc 0.6000 | derived architecture (shared weights) val acc "
+                     "0.4000 | derived: fc=usf",
+                     "trial t1: epoch 3/3 | supernet val acc 0.7000 | derived architecture (shared weights) val acc "
+                     "0.4000 | derived: fc=fa"]
+    assert "3/3" in captured.err and "epoch" in captured.err and "0/1" not in captured.err  # the bar counts epochs
+
+
+def test_search_follows_until_the_end_with_no_default_timeout(monkeypatch):
+    from nni_bio.cli import build_parser
+    from nni_bio.experiment import wait
+
+    assert build_parser().parse_args(["search", "examples/digits.yml"]).timeout is None
+    fake_clock(monkeypatch, 86400.0)  # a day per poll
+    assert wait(FakeClient(5), 1, None, progress=False)[0].status == "SUCCEEDED"
+    fake_clock(monkeypatch, 86400.0)
+    assert wait(FakeClient(5), 1, math.inf, progress=False)[0].status == "SUCCEEDED"  # as nni-bio study calls it
+    fake_clock(monkeypatch, 86400.0)
+    with pytest.raises(ExperimentError, match="still running after 172800 s"):
+        wait(FakeClient(5), 1, 2 * 86400, progress=False)
+
+
+def test_wait_rides_out_a_manager_that_is_briefly_unreachable(monkeypatch):
+    from nni_bio import experiment as ex
+
+    fake_clock(monkeypatch, ex.POLL_SECONDS)
+    assert ex.wait(FakeClient(2, failures=5), 1, None, progress=False)[0].status == "SUCCEEDED"
+    fake_clock(monkeypatch, ex.POLL_SECONDS)
+    with pytest.raises(ExperimentError, match="has not answered for 120 s"):
+        ex.wait(FakeClient(2, failures=10**6), 1, None, progress=False)
+
+
+def write_nni_records(home, **records):
+    folder = home / "nni-experiments"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".experiment").write_text(json.dumps(records))
+
+
+def test_attach_finds_the_manager_or_says_why_it_cannot(tmp_path, monkeypatch, capsys):
+    from nni_bio import experiment as ex
+    from nni_bio.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_nni_records(tmp_path, old1={"id": "old1", "port": 1, "status": "STOPPED", "experimentName": "old"},
+                      run2={"id": "run2", "port": 9, "status": "RUNNING", "experimentName": "digits"},
+                      gone={"id": "gone", "port": "N/A", "status": "STOPPED"})
+    assert main(["search", "--attach", "nope"]) == 2
+    assert "NNI knows no experiment 'nope'" in (err := capsys.readouterr().err) and "running: run2 (digits, port 9)" \
+        in err
+    assert main(["search", "--attach", "gone"]) == 2
+    assert "`nnictl resume gone`" in capsys.readouterr().err
+    monkeypatch.setattr(ex.RestClient, "profile", lambda self: (_ for _ in ()).throw(OSError("refused")))
+    assert main(["search", "--attach", "old1"]) == 2
+    assert "experiment old1 is not running" in (err := capsys.readouterr().err) and "nothing answers on port 1" in err
+    assert main(["search", "--attach", "old1", "examples/digits.yml"]) == 2
+    assert "neither CONFIG nor --port" in capsys.readouterr().err
+
+
+def test_search_attach_prints_the_best_architecture(tmp_path, monkeypatch, capsys):
+    from nni_bio import experiment as ex
+    from nni_bio.cli import main
+
+    profile = {"id": "abc", "logDir": str(tmp_path), "params": {
+        "experimentName": "digits", "maxTrialNumber": 2, "trainingService": {"platform": "local"},
+        "trialCommand": "python3 -m nni_bio.trial --space tiny --dataset digits"}}
+    monkeypatch.setattr(ex, "attach", lambda exp_id: (object(), 4321, profile))
+    seen = {}
+
+    def wait(client, max_trials, timeout, progress=True, **kwargs):
+        seen.update(max_trials=max_trials, timeout=timeout, **kwargs)
+        return [decode_trial(rest_trial("a", "SUCCEEDED", {"fc": "usf", "conv1": "conv_3x3@fa"}, {"default": 0.75})),
+                decode_trial(rest_trial("b", "FAILED", {"fc": "fa", "conv1": "max_pool"}))]
+
+    monkeypatch.setattr(ex, "wait", wait)
+    assert main(["search", "--attach", "abc", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "attached to experiment abc: digits" in out and "nni-bio search --attach abc" in out
+    assert "2 trials: 1 succeeded, 1 failed" in out and "best trial a: validation accuracy 0.7500" in out
+    assert "conv1                    conv_3x3  @ fa" in out and "fc                       usf" in out
+    assert seen == {"max_trials": 2, "timeout": None, "epochs": None, "read_stdout": True}
+
+
+SIGHUP_SCRIPT = """
+import os, signal, sys, time
+from nni_bio.commands.search import survive_hangup
+restore = survive_hangup(sys.argv[1])
+print("before", flush=True)
+os.kill(os.getpid(), signal.SIGHUP)
+time.sleep(0.2)
+print("still following after the hangup", flush=True)
+print("and stderr too", file=sys.stderr, flush=True)
+restore()
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP on this system")
+def test_the_follower_survives_its_terminal_closing(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "follow.log"
+    done = subprocess.run([sys.executable, "-c", SIGHUP_SCRIPT, str(log)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr  # SIGHUP's default action would have killed it (-1)
+    assert done.stdout == "before\n"
+    text = log.read_text()
+    assert "terminal closed (SIGHUP)" in text and "still following after the hangup" in text
+    assert "and stderr too" in text
+
+
+@pytest.mark.slow
+def test_attach_follows_a_running_one_shot_experiment_to_its_best_architecture(tmp_path, monkeypatch, capsys):
+    """A real nnictl experiment (one-shot DARTS, 2 tiny epochs) launched elsewhere; `nni-bio search --attach ID`
+    finds its port in NNI's records, shows its epochs from the intermediate results and prints the derived
+    architecture. About a minute on 2 busy cores."""
+    import random
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from nni_bio import experiment as ex
+    from nni_bio.cli import main
+
+    if not ((Path(sys.executable).parent / "nnictl").exists() or shutil.which("nnictl")):
+        pytest.skip("nnictl is not installed")
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("HOME", str(tmp_path))  # NNI's experiment records (~/nni-experiments/.experiment) too
+    config = yaml.safe_load((root / "examples" / "digits-darts.yml").read_text())
+    config.update(experimentName="nni-bio attach test", trialCodeDirectory=str(root), maxExperimentDuration="5m",
+                  experimentWorkingDirectory=str(tmp_path / "experiments"),
+                  trialCommand="OMP_NUM_THREADS=1 python3 -m nni_bio.oneshot --space tiny --dataset digits --epochs 2 "
+                               "--retrain-epochs 1 --threads 1 --batch-size 32 --train-limit 256 --arch-lr 0.01")
+    path = tmp_path / "darts.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = ex.free_port(random.randrange(20000, 40000))
+    ex.create(path, port)
+    exp_id = ex.RestClient(port).experiment_id()
+    try:
+        assert main(["search", "--attach", exp_id, "--stop-when-done"]) == 0
+        captured = capsys.readouterr()
+        out = captured.out
+        assert f"attached to experiment {exp_id}: nni-bio attach test" in out
+        epochs = [line for line in out.splitlines() if line.startswith("trial ") and " epoch " in line]
+        assert epochs and epochs[-1].split(": ", 1)[1].startswith("epoch 2/2 | supernet val acc"), out
+        assert "derived: conv1=" in epochs[-1], out  # the current derived architecture, from the trial's stdout
+        assert "0/1" not in captured.err
+        assert "1 trials: 1 succeeded, 0 failed" in out and "derived by one-shot strategy darts" in out
+        assert "architecture (slot: op @ learning rule):" in out and f"experiment {exp_id} stopped" in out
+    finally:
+        ex.stop(exp_id)
