@@ -3,7 +3,8 @@
 Reporting follows the rule the reference code broke (defect #10 of ``paper-digest.md``): the
 number reported is the **final-epoch test accuracy**; the validation split (carved out of the
 training files) gives the best-validation epoch, which is reported alongside and never used to
-pick a test number.
+pick a test number. With ``train_split="train+val"`` (DARTS' convention: every training image)
+there is no validation set: the validation metrics are null and only the test accuracy is reported.
 
 Output folder::
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Subset
 from nni_bio.checkpoint import load_checkpoint, save_checkpoint
 from nni_bio.errors import NniBioError
 from nni_bio.layers import RuleLayer
-from nni_bio.model_spec import build_model, describe
+from nni_bio.model_spec import build_model, describe, preset_of
 from nni_bio.swap import rule_map
 from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
 
@@ -67,14 +68,16 @@ def weight_counts(model: nn.Module) -> dict[str, int]:
 def _summary(m: EpochMetrics, epochs: int) -> str:
     angles = "".join(f"  {k.split('/')[0].replace('_', ' ')} {v:.1f}deg" for k, v in m.extra.items()
                      if k.endswith("/mean"))
-    return (f"epoch {m.epoch:3d}/{epochs}  train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | val loss "
-            f"{m.val_loss:.4f} acc {m.val_acc:.4f} | lr {m.lr:.4g}{angles}  ({m.seconds:.1f}s)")
+    val = "no validation set" if m.val_acc is None else f"val loss {m.val_loss:.4f} acc {m.val_acc:.4f}"
+    return (f"epoch {m.epoch:3d}/{epochs}  train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | {val} | "
+            f"lr {m.lr:.4g}{angles}  ({m.seconds:.1f}s)")
 
 
 def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfig, output: str | os.PathLike,
                        data_dir: str | None = None, cutout: int = 0, augment: bool = True, split_seed: int = 0,
                        resume: bool = False, train_limit: int = 0, diagnostics_every: int = 1,
-                       diagnostics_batch: int = 128, log: Callable[[str], None] = print) -> dict[str, Any]:
+                       diagnostics_batch: int = 128, log: Callable[[str], None] = print, train_split: str = "train",
+                       test_split: str = "full") -> dict[str, Any]:
     """Train the network of ``spec`` on ``dataset`` and write the output folder (module docstring).
 
     Args:
@@ -83,6 +86,9 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
         split_seed: seed of the train/validation split (fixed across training seeds by default).
         resume: continue from ``output/checkpoint.pt``; without it an existing checkpoint is an error.
         train_limit: use only the first N training images (0: all); for smoke runs.
+        train_split: ``train`` (validation on the held-out ``val`` split) or ``train+val`` (every
+            training image, no validation set: val metrics are null; diagnostics use training images).
+        test_split: ``full`` or ``nb201`` (ImageNet16-120: NAS-Bench-201's 3,000-image x-test half).
         diagnostics_every: alignment angles every N epochs (0: never).
         log: where per-epoch lines go (``print``; a tqdm-safe writer with progress bars).
 
@@ -101,11 +107,14 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
     main = is_main()
     setup = {"model": spec, "dataset": dataset, "data_dir": data_dir, "cutout": cutout, "augment": augment,
              "split_seed": split_seed, "train_limit": train_limit, "config": asdict(config)}
+    if train_split != "train" or test_split != "full":
+        setup.update(train_split=train_split, test_split=test_split)
     saved = load_checkpoint(checkpoint) if resume and checkpoint.exists() else None
     if saved is not None:
         saved_setup = saved.get("setup", {})
         changed = [k for k in ("model", "dataset", "cutout", "augment", "split_seed", "train_limit")
                    if k in saved_setup and saved_setup[k] != setup[k]]
+        changed += [k for k in ("train_split", "test_split") if saved_setup.get(k) != setup.get(k)]
         if changed:
             raise NniBioError(f"cannot resume {output}: {', '.join(changed)} differ from the interrupted run's "
                               f"(see {output / SPEC})")
@@ -114,17 +123,21 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
     # the output folder exists, so a mistyped command leaves nothing behind.
     torch.manual_seed(config.seed)
     model = build_model(spec, dataset)
-    train_set = get_dataset(dataset, "train", data_dir, seed=split_seed, augment=augment, cutout=cutout)
+    if train_split not in ("train", "train+val"):
+        raise NniBioError(f"train_split must be 'train' or 'train+val', not {train_split!r}")
+    train_set = get_dataset(dataset, train_split, data_dir, seed=split_seed, augment=augment, cutout=cutout)
     if train_limit:
         train_set = Subset(train_set, range(min(train_limit, len(train_set))))
-    val_set = get_dataset(dataset, "val", data_dir, seed=split_seed)
-    test_set = get_dataset(dataset, "test", data_dir, seed=split_seed)
+    val_set = None if train_split == "train+val" else get_dataset(dataset, "val", data_dir, seed=split_seed)
+    test_set = get_dataset(dataset, "test", data_dir, seed=split_seed, test_split=test_split)
     rules = rule_map(model)
     if main:
         output.mkdir(parents=True, exist_ok=True)
         write_json(output / SPEC, setup)
-    log(f"{describe(spec)} on {dataset}: {len(train_set):,} training / {len(val_set):,} validation images; "
-        f"weights per rule {weight_counts(model)}")
+    preset = preset_of(spec)
+    val_text = "no validation set (train+val)" if val_set is None else f"{len(val_set):,} validation images"
+    log(f"{describe(spec)}{f' (preset {preset})' if preset else ''} on {dataset}: {len(train_set):,} training "
+        f"images / {val_text}; weights per rule {weight_counts(model)}")
 
     start_epoch, history = 1, []
     if saved is not None:
@@ -133,11 +146,13 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
     del saved
     logger = TensorBoardLogger(output / "tensorboard", purge_step=start_epoch if start_epoch > 1 else None) \
         if main else None
-    diagnose = Diagnostics.from_dataset(val_set, diagnostics_batch, every=diagnostics_every) \
+    diagnose = Diagnostics.from_dataset(train_set if val_set is None else val_set, diagnostics_batch,
+                                        every=diagnostics_every) \
         if diagnostics_every > 0 else None
     started = time.time()
     base = {"status": "running", "name": output.name, "model": spec, "description": describe(spec),
-            "dataset": dataset, "rules": rules, "weights_per_rule": weight_counts(model), "setup": setup}
+            "preset": preset, "train_split": train_split, "test_split": test_split, "dataset": dataset,
+            "rules": rules, "weights_per_rule": weight_counts(model), "setup": setup}
 
     def on_epoch_end(m: EpochMetrics) -> None:
         if not main:
@@ -173,15 +188,18 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
     summary = {
         **base, "status": "complete",
         "final": {"epoch": final.epoch, "test_acc": test_acc, "test_loss": test_loss, "val_acc": final.val_acc,
-                  "train_acc": final.train_acc, "test_images": len(test_set)},
-        "best_val": {"epoch": best.epoch, "val_acc": best.val_acc},
+                  "train_acc": final.train_acc, "test_images": len(test_set),
+                  "test_split_source": getattr(test_set, "split_source", None)},
+        "best_val": None if best is None else {"epoch": best.epoch, "val_acc": best.val_acc},
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "resumed_from": result.resumed_from, "seconds_this_process": round(time.time() - started, 1),
         "history": [asdict(m) for m in result.history],
     }
     write_json(output / RESULT, summary)
-    log(f"final-epoch (epoch {final.epoch}) test accuracy {test_acc:.4f} on {len(test_set):,} images; best "
-        f"validation accuracy {best.val_acc:.4f} at epoch {best.epoch} (not used for selection). Output: {output}")
+    best_text = ("no validation set (trained on train+val)" if best is None else
+                 f"best validation accuracy {best.val_acc:.4f} at epoch {best.epoch} (not used for selection)")
+    log(f"final-epoch (epoch {final.epoch}) test accuracy {test_acc:.4f} on {len(test_set):,} images; {best_text}. "
+        f"Output: {output}")
     return summary
 
 

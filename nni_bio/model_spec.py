@@ -11,7 +11,9 @@ For both, ``rule`` (every layer) and then ``rule_map`` (fnmatch pattern -> rule)
 :func:`nni_bio.swap_rule` after building; a genotype network otherwise keeps the rules its
 genotype names. A ``rule_map`` pattern that matches no rule layer is an error for both kinds.
 The data set's shape (channels, classes, image size) is passed where the builder accepts it, so
-a cell searched on CIFAR-10 retrains on CIFAR-100.
+a cell searched on CIFAR-10 retrains on CIFAR-100. On ``imagenet`` a builder with a ``network``
+option (DARTS) builds its ImageNet network (two stride-2 stems, the ImageNet auxiliary head);
+``options["network"]`` overrides that choice.
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ def genotype_spec(genotype: Mapping[str, Any], *, width: int | None = None, cell
         options["auxiliary"] = True
     return {"kind": "genotype", "genotype": dict(genotype), "options": options, "rule": rule,
             "rule_map": dict(rule_map or {})}
+
+
+#: data sets on which a builder with a ``network`` option builds its ImageNet network
+IMAGENET_NETWORK_DATASETS = frozenset({"imagenet"})
+
+
+def preset_of(spec: Mapping[str, Any]) -> str | None:
+    """The layer preset of a DARTS genotype network (``"bio"`` or ``"reference"``), else None.
+
+    ``spec["rule"]``/``spec["rule_map"]`` are applied after the preset and may change those layers.
+    """
+    genotype = spec.get("genotype") or {}
+    if spec.get("kind") != "genotype" or genotype.get("space") != "darts":
+        return None
+    from nni_bio.search_spaces.darts_net import full_args
+
+    return full_args(genotype.get("args"))["preset"]
 
 
 def describe(spec: Mapping[str, Any]) -> str:
@@ -95,8 +114,11 @@ def build_model(spec: Mapping[str, Any], dataset: str) -> nn.Module:
     space_cls = space_class(genotype["space"])
     accepted = _builder_parameters(space_cls)
     options: dict[str, Any] = {k: v for k, v in shape.items() if k in accepted}
+    if dataset in IMAGENET_NETWORK_DATASETS and "network" in accepted:
+        options["network"] = "imagenet"
     for key, value in spec.get("options", {}).items():
-        names = {"cells": ("num_cells", "cells_per_stage"), "auxiliary": ("auxiliary",), "width": ("width",)}[key]
+        names = {"cells": ("num_cells", "cells_per_stage"), "auxiliary": ("auxiliary",), "width": ("width",),
+                 "network": ("network",)}[key]
         target = next((n for n in names if n in accepted), None)
         if target is None:
             raise NniBioError(f"the {genotype['space']!r} space has no {key!r} option (its network takes: "
@@ -123,4 +145,4 @@ def _check_patterns(model: nn.Module, rule_map: Mapping[str, str], what: str) ->
                           "(nni-bio train --print-layers, without --rule-map, lists them with their rules)")
 
 
-__all__ = ["build_model", "describe", "fixed_spec", "genotype_spec"]
+__all__ = ["build_model", "describe", "fixed_spec", "genotype_spec", "preset_of"]

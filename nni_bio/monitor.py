@@ -145,9 +145,10 @@ class TensorBoardLogger:
     def __call__(self, m: EpochMetrics) -> None:
         w = self.writer
         w.add_scalar("loss/train", m.train_loss, m.epoch)
-        w.add_scalar("loss/val", m.val_loss, m.epoch)
         w.add_scalar("accuracy/train", m.train_acc, m.epoch)
-        w.add_scalar("accuracy/val", m.val_acc, m.epoch)
+        if m.val_acc is not None:  # None: trained on train+val, no validation set
+            w.add_scalar("loss/val", m.val_loss, m.epoch)
+            w.add_scalar("accuracy/val", m.val_acc, m.epoch)
         w.add_scalar("lr", m.lr, m.epoch)
         w.add_scalar("seconds_per_epoch", m.seconds, m.epoch)
         for key, value in m.extra.items():

@@ -56,18 +56,35 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
+def _network_cell(run: Run) -> str:
+    """The network's description, with the DARTS layer preset (``bio``/``reference``) when it has one."""
+    description = run.result.get("description", run.attack.get("description", ""))
+    preset = run.result.get("preset")
+    return f"{description} (preset {preset})" if preset else description
+
+
+def _data_cell(run: Run) -> str:
+    """The data set, with the splits when they are not the defaults (train+val, NB201's test half)."""
+    r = run.result
+    notes = [s for s in (r.get("train_split") if r.get("train_split") not in (None, "train") else None,
+                         f"test: {r['test_split']}" if r.get("test_split") not in (None, "full") else None) if s]
+    dataset = r.get("dataset", run.attack.get("dataset", ""))
+    return f"{dataset} ({', '.join(notes)})" if notes else dataset
+
+
 def training_table(runs: list[Run]) -> str:
+    """One row per run. The preset of a DARTS genotype network is named in the network column; a run
+    trained on train+val has no validation set, which its best-val cell says."""
     lines = ["| run | network | data set | final-epoch test acc | best val acc (epoch) | epochs | status |",
              "|---|---|---|---|---|---|---|"]
     for run in runs:
         r = run.result
-        final, best = r.get("final", {}), r.get("best_val", {})
-        best_text = f"{best['val_acc']:.4f} ({best['epoch']})" if best else ""
+        final, best = r.get("final", {}), r.get("best_val") or {}
+        best_text = (f"{best['val_acc']:.4f} ({best['epoch']})" if best else
+                     "none (train+val)" if r.get("train_split") == "train+val" else "")
         epochs = r.get("setup", {}).get("config", {}).get("epochs", "")
-        lines.append(f"| {run.name} | {r.get('description', run.attack.get('description', ''))} | "
-                     f"{r.get('dataset', run.attack.get('dataset', ''))} | {_fmt(final.get('test_acc'))} | "
-                     f"{best_text} | "
-                     f"{epochs} | {r.get('status', 'no result.json')} |")
+        lines.append(f"| {run.name} | {_network_cell(run)} | {_data_cell(run)} | {_fmt(final.get('test_acc'))} | "
+                     f"{best_text} | {epochs} | {r.get('status', 'no result.json')} |")
     return "\n".join(lines)
 
 

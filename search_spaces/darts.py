@@ -22,8 +22,10 @@ Default candidates (20 per slot; the reference code had 22):
 **No hidden backprop layer.** The stem conv, the cell-input preprocessing (ReLU-Conv-BN 1x1,
 FactorizedReduce after a reduction cell), the classifier (and, in the final network, the
 auxiliary head) use ``fixed_rule``, a bio rule by default (``usf``), so a "bio-inspired" network
-has no plain-backprop weights (defect #2). Pass ``fixed_rule="backprop"`` to reproduce the
-reference code's split; :func:`bio_weight_split` reports it for any network.
+has no plain-backprop weights (defect #2): the ``bio`` preset. ``preset="reference"`` (or
+``fixed_rule="backprop"``) reproduces the reference code's split: those layers and every stride-2
+``skip_connect`` learn by backprop, only the cell ops are bio (``darts_net.PRESETS``);
+:func:`bio_weight_split` reports the split for any network.
 
 The supernet uses DARTS' search conventions (BatchNorm ``affine=False``, BatchNorm after pools).
 :meth:`DartsSpace.freeze` (and NNI trials) return the pure-PyTorch final network at the search
@@ -58,7 +60,7 @@ from nni_bio.ops import (DARTS_OPS, FactorizedReduce, ReLUConvBN, bio_weight_spl
                          unsupported_candidates)
 from nni_bio.search_spaces.darts_net import (BIODARTS, DEFAULT_RULES, NUM_INPUTS, OPS_PER_NODE, GenotypeError,
                                              build_network, cell_candidates, export_genotype, full_args,
-                                             reduction_cells, sample_from_edge_weights)
+                                             preset_op, reduction_cells, sample_from_edge_weights)
 
 from nni.nas.nn.pytorch import Cell  # noqa: E402
 from nni.nas.space import current_model  # noqa: E402
@@ -85,11 +87,11 @@ class _Postprocessor(nn.Module):
 
 
 def _op_factory(node_index: int, op_index: int, input_index: int | None, *, name: str, C: int,
-                reduction: bool, fixed_rule: str) -> nn.Module:
+                reduction: bool, fixed_rule: str, preset: str = "bio") -> nn.Module:
     # Stride 2 on edges from the cell inputs of a reduction cell. The input is unknown (None) while
     # NNI builds the search space; one-shot supernets and frozen cells pass it.
     stride = 2 if reduction and (input_index is None or input_index < NUM_INPUTS) else 1
-    return build_op(name, C, C, stride, rule=fixed_rule, affine=False, pool_bn=True)
+    return build_op(preset_op(name, stride, preset), C, C, stride, rule=fixed_rule, affine=False, pool_bn=True)
 
 
 class DartsSpace(ModelSpace):
@@ -104,21 +106,27 @@ class DartsSpace(ModelSpace):
         stem_multiplier: the stem outputs ``stem_multiplier * width`` channels.
         rules: learning rules searched for each op with weights (any registered rule).
         ops: op names (see :data:`nni_bio.ops.OPS`).
-        fixed_rule: rule of the stem, cell preprocessing, classifier and stride-2 ``skip_connect``.
+        fixed_rule: rule of the stem, cell preprocessing, classifier and stride-2 ``skip_connect``
+            (default: ``usf``, or ``backprop`` with ``preset="reference"``).
         reduce_skip_rules: offer ``skip_connect@rule`` in reduction cells.
+        preset: ``"bio"`` (no backprop layer) or ``"reference"`` (the reference code's backprop
+            stem, pre-processing, skip FactorizedReduce and classifier); default: from ``fixed_rule``.
     """
 
     space_name = "darts"
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16, num_cells: int = 8,
                  num_nodes: int = 4, stem_multiplier: int = 3, rules: Sequence[str] = DEFAULT_RULES,
-                 ops: Sequence[str] = DARTS_OPS, fixed_rule: str = "usf", reduce_skip_rules: bool = False):
+                 ops: Sequence[str] = DARTS_OPS, fixed_rule: str | None = None, reduce_skip_rules: bool = False,
+                 preset: str | None = None):
         super().__init__()
+        given = {k: v for k, v in (("fixed_rule", fixed_rule), ("preset", preset)) if v is not None}
         self.space_args = full_args(dict(
             in_channels=in_channels, num_classes=num_classes, width=width, num_cells=num_cells, num_nodes=num_nodes,
-            stem_multiplier=stem_multiplier, rules=list(rules), ops=list(ops), fixed_rule=fixed_rule,
-            reduce_skip_rules=reduce_skip_rules,
+            stem_multiplier=stem_multiplier, rules=list(rules), ops=list(ops), reduce_skip_rules=reduce_skip_rules,
+            **given,
         ))
+        fixed_rule, preset = self.space_args["fixed_rule"], self.space_args["preset"]
         sample = current_model()
         if sample is not None:
             # NNI re-instantiates the space inside a fixed-architecture context in each trial: build the
@@ -141,7 +149,8 @@ class DartsSpace(ModelSpace):
             if reduction:
                 C_curr *= 2
             cell_type = "reduce" if reduction else "normal"
-            factories = {name: partial(_op_factory, name=name, C=C_curr, reduction=reduction, fixed_rule=fixed_rule)
+            factories = {name: partial(_op_factory, name=name, C=C_curr, reduction=reduction, fixed_rule=fixed_rule,
+                                       preset=preset)
                          for name in cell_candidates(self.space_args, cell_type)}
             self.cells.append(Cell(
                 factories, num_nodes, num_ops_per_node=OPS_PER_NODE, num_predecessors=NUM_INPUTS, merge_op="all",

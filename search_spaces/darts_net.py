@@ -19,6 +19,19 @@ first; nodes 0 and 1 are the cell inputs c_{k-2} and c_{k-1}. A candidate withou
 (``max_pool_3x3``, ``skip_connect``) uses ``args["fixed_rule"]`` wherever it has weights (a
 stride-2 ``skip_connect``). The stem, the cell-input preprocessing (ReLU-Conv-BN 1x1,
 FactorizedReduce), the classifier and the auxiliary head use ``args["fixed_rule"]`` too.
+
+**Presets** (``args["preset"]``, see :data:`PRESETS`) name the two settings of those layers:
+
+* ``bio`` (default): ``fixed_rule`` is a bio rule (``usf`` unless given), so no layer anywhere
+  learns by backprop.
+* ``reference``: the reference code's setting (``paper-digest.md`` §3.2): the stem, the
+  cell-input preprocessing, every stride-2 ``skip_connect`` (FactorizedReduce, whatever its
+  ``@rule``: the reference dropped the converted layers), the classifier and the auxiliary head
+  learn by backprop (``fixed_rule="backprop"``); only the cell ops use bio rules.
+
+Without ``preset``, ``fixed_rule="backprop"`` means ``reference`` and any other rule ``bio``;
+:func:`with_preset` switches a genotype. ``build_network(..., network="imagenet")`` builds DARTS'
+``NetworkImageNet`` instead (:mod:`nni_bio.search_spaces.darts_imagenet`).
 """
 
 from __future__ import annotations
@@ -42,7 +55,18 @@ DEFAULT_RULES = ("usf", "brsf", "frsf", "fa")
 DEFAULT_ARGS: dict[str, Any] = {
     "in_channels": 3, "num_classes": 10, "width": 16, "num_cells": 8, "num_nodes": 4, "stem_multiplier": 3,
     "rules": list(DEFAULT_RULES), "ops": list(DARTS_OPS), "fixed_rule": "usf", "reduce_skip_rules": False,
+    "preset": "bio",
 }
+#: presets of the layers outside the searched cell ops (stem, cell-input preprocessing, stride-2
+#: skip_connect, classifier, auxiliary head); see the module docstring
+PRESETS: dict[str, str] = {
+    "bio": "no backprop layer anywhere: stem, cell pre-processing, skip FactorizedReduce, classifier and "
+           "auxiliary head use fixed_rule (a bio rule, usf by default)",
+    "reference": "the reference code's setting: stem, cell pre-processing, skip FactorizedReduce, classifier and "
+                 "auxiliary head learn by backprop; only the cell ops use bio rules",
+}
+#: the final networks :func:`build_network` builds: (default width, default cells)
+NETWORKS: dict[str, tuple[int, int]] = {"cifar": (36, 20), "imagenet": (48, 14)}
 CELL_TYPES = ("normal", "reduce")
 OPS_PER_NODE = 2
 NUM_INPUTS = 2
@@ -60,8 +84,59 @@ def full_args(args: Mapping[str, Any] | None = None) -> dict[str, Any]:
         raise GenotypeError(f"unknown DARTS space arguments {unknown}; known: {', '.join(DEFAULT_ARGS)}")
     out = {**DEFAULT_ARGS, **args}
     out["rules"], out["ops"] = list(out["rules"]), [check_op(op) for op in out["ops"]]
-    get_rule(out["fixed_rule"])
+    out["preset"], out["fixed_rule"] = _resolve_preset(args.get("preset"), args.get("fixed_rule"))
     return out
+
+
+def _is_backprop(rule: str) -> bool:
+    return get_rule(rule).info.family == "backprop"
+
+
+def _resolve_preset(preset: str | None, fixed_rule: str | None) -> tuple[str, str]:
+    """``(preset, fixed_rule)`` from what was given; contradictions are errors."""
+    if preset is None:
+        rule = DEFAULT_ARGS["fixed_rule"] if fixed_rule is None else fixed_rule
+        return ("reference" if _is_backprop(rule) else "bio"), rule
+    if preset not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(str(preset), PRESETS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise GenotypeError(f"unknown preset {preset!r}.{hint} Presets: {', '.join(PRESETS)}")
+    if preset == "reference":
+        if fixed_rule is not None and not _is_backprop(fixed_rule):
+            raise GenotypeError(f"preset 'reference' trains the stem, cell pre-processing, skip FactorizedReduce, "
+                                f"classifier and auxiliary head with backprop, but fixed_rule={fixed_rule!r}: drop "
+                                f"fixed_rule, or use preset 'bio'")
+        return preset, "backprop" if fixed_rule is None else fixed_rule
+    rule = DEFAULT_ARGS["fixed_rule"] if fixed_rule is None else fixed_rule
+    if _is_backprop(rule):
+        raise GenotypeError(f"preset 'bio' has no backprop layer, but fixed_rule={rule!r}: use a bio fixed_rule "
+                            f"(e.g. 'usf'), or preset 'reference'")
+    return preset, rule
+
+
+def with_preset(genotype: Mapping[str, Any], preset: str) -> dict[str, Any]:
+    """``genotype`` with its arguments switched to ``preset`` (``bio`` keeps a bio ``fixed_rule``, else ``usf``).
+
+    Example:
+        >>> with_preset(BIODARTS, "reference")["args"]["fixed_rule"]
+        'backprop'
+    """
+    if genotype.get("space", SPACE) != SPACE:
+        raise GenotypeError(f"presets exist for the {SPACE!r} space only, not for a {genotype.get('space')!r} "
+                            f"genotype (its fixed layers follow args['fixed_rule'])")
+    args = {k: v for k, v in dict(genotype.get("args") or {}).items() if k != "preset"}
+    if preset == "reference" or (args.get("fixed_rule") is not None and _is_backprop(args["fixed_rule"])):
+        args.pop("fixed_rule", None)
+    return {**genotype, "args": full_args({**args, "preset": preset})}
+
+
+def preset_op(name: str, stride: int, preset: str) -> str:
+    """The candidate actually built: in the ``reference`` preset a stride-2 ``skip_connect`` drops its
+    ``@rule`` (it then uses ``fixed_rule``, i.e. backprop), as in the reference code."""
+    op, _ = parse_candidate(name)
+    return op if preset == "reference" and op == "skip_connect" and stride != 1 else name
 
 
 def reduction_cells(num_cells: int) -> set[int]:
@@ -169,7 +244,7 @@ class DartsCell(nn.Module):
     """A DARTS cell with a fixed list of ``(candidate, input)`` edges, two per node."""
 
     def __init__(self, edges: Sequence[Sequence[Any]], concat: Sequence[int], C_prev_prev: int, C_prev: int, C: int,
-                 *, reduction: bool, reduction_prev: bool, fixed_rule: str, affine: bool = True):
+                 *, reduction: bool, reduction_prev: bool, fixed_rule: str, affine: bool = True, preset: str = "bio"):
         super().__init__()
         if len(edges) % OPS_PER_NODE:
             raise GenotypeError(f"a cell needs {OPS_PER_NODE} edges per node, got {len(edges)} edges")
@@ -185,7 +260,7 @@ class DartsCell(nn.Module):
             if not 0 <= int(j) < node:
                 raise GenotypeError(f"edge {n} ({name!r}) takes input {j}, but node {node} takes inputs 0..{node - 1}")
             stride = 2 if reduction and int(j) < NUM_INPUTS else 1
-            self.ops.append(build_op(name, C, C, stride, rule=fixed_rule, affine=affine))
+            self.ops.append(build_op(preset_op(name, stride, preset), C, C, stride, rule=fixed_rule, affine=affine))
         self.multiplier = len(self.concat)
 
     def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
@@ -225,6 +300,30 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def stack_cells(genotype: Mapping[str, Any], width: int, num_cells: int, C_prev_prev: int, C_prev: int, *,
+                reduction_prev: bool, fixed_rule: str, preset: str) -> tuple[nn.ModuleList, int, int]:
+    """DARTS' stack of cells after the stem: ``(cells, channels of the last cell, channels after cell 2L//3)``.
+
+    Reductions (doubling the width) at L//3 and 2L//3; ``reduction_prev`` says whether the stem's two
+    outputs differ in resolution (ImageNet), so the first cell reduces its c_{k-2} input.
+    """
+    cells, C_curr, C_aux = nn.ModuleList(), width, C_prev
+    reductions = reduction_cells(num_cells)
+    for i in range(num_cells):
+        reduction = i in reductions
+        if reduction:
+            C_curr *= 2
+        cell_type = "reduce" if reduction else "normal"
+        cell = DartsCell(genotype[cell_type], genotype[f"{cell_type}_concat"], C_prev_prev, C_prev, C_curr,
+                         reduction=reduction, reduction_prev=reduction_prev, fixed_rule=fixed_rule, preset=preset)
+        cells.append(cell)
+        reduction_prev = reduction
+        C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+        if i == 2 * num_cells // 3:
+            C_aux = C_prev
+    return cells, C_prev, C_aux
+
+
 class DartsNetwork(nn.Module):
     """DARTS' ``NetworkCIFAR`` for a genotype: stem, ``num_cells`` cells (reductions at L//3 and
     2L//3), optional auxiliary head after cell 2L//3, global pooling, classifier.
@@ -233,6 +332,7 @@ class DartsNetwork(nn.Module):
         drop_path_prob: drop-path probability used by :meth:`forward` in training mode (set it
             from an epoch schedule); Identity ops are never dropped.
         genotype: the genotype the network was built from.
+        preset: ``"bio"`` or ``"reference"`` (:data:`PRESETS`).
     """
 
     def __init__(self, genotype: Mapping[str, Any], *, width: int, num_cells: int, auxiliary: bool = False,
@@ -242,28 +342,14 @@ class DartsNetwork(nn.Module):
         num_classes = args["num_classes"] if num_classes is None else num_classes
         in_channels = args["in_channels"] if in_channels is None else in_channels
         rule = args["fixed_rule"]
-        self.genotype = dict(genotype)
+        self.genotype, self.preset = dict(genotype), args["preset"]
         self.num_cells, self.auxiliary, self.drop_path_prob = num_cells, auxiliary, drop_path_prob
         self._aux_index = 2 * num_cells // 3
         C_curr = args["stem_multiplier"] * width
         self.stem = nn.Sequential(get_rule(rule).conv2d(in_channels, C_curr, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, width
-        reductions, reduction_prev = reduction_cells(num_cells), False
-        self.cells = nn.ModuleList()
-        C_aux = C_prev
-        for i in range(num_cells):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            cell_type = "reduce" if reduction else "normal"
-            cell = DartsCell(genotype[cell_type], genotype[f"{cell_type}_concat"], C_prev_prev, C_prev, C_curr,
-                             reduction=reduction, reduction_prev=reduction_prev, fixed_rule=rule)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self._aux_index:
-                C_aux = C_prev
+        self.cells, C_prev, C_aux = stack_cells(genotype, width, num_cells, C_curr, C_curr, reduction_prev=False,
+                                                fixed_rule=rule, preset=self.preset)
         self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, rule=rule) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = get_rule(rule).linear(C_prev, num_classes)
@@ -281,11 +367,14 @@ class DartsNetwork(nn.Module):
         return logits
 
 
-def build_network(genotype: Mapping[str, Any], *, width: int = 36, num_cells: int = 20, auxiliary: bool = False,
-                  drop_path_prob: float = 0.0, num_classes: int | None = None,
-                  in_channels: int | None = None) -> DartsNetwork:
-    """The final DARTS network of ``genotype`` (default: the CIFAR retraining size, C=36, 20 cells).
+def build_network(genotype: Mapping[str, Any], *, width: int | None = None, num_cells: int | None = None,
+                  auxiliary: bool = False, drop_path_prob: float = 0.0, num_classes: int | None = None,
+                  in_channels: int | None = None, network: str = "cifar") -> nn.Module:
+    """The final DARTS network of ``genotype``.
 
+    ``network="cifar"``: DARTS' ``NetworkCIFAR`` (default C=36, 20 cells); ``"imagenet"``: DARTS'
+    ``NetworkImageNet`` (default C=48, 14 cells; two stride-2 stems, ImageNet auxiliary head; see
+    :mod:`nni_bio.search_spaces.darts_imagenet`). ``nni-bio train --dataset imagenet`` picks it.
     In training mode with ``auxiliary=True`` it returns ``(logits, aux_logits)``, else logits.
     ``num_classes``/``in_channels`` default to the genotype's ``args``.
 
@@ -303,6 +392,15 @@ def build_network(genotype: Mapping[str, Any], *, width: int = 36, num_cells: in
     for cell_type in CELL_TYPES:
         for name, _ in genotype[cell_type]:
             check_op(parse_candidate(name)[0])
+    if network not in NETWORKS:
+        raise GenotypeError(f"unknown DARTS network {network!r}: use one of {', '.join(NETWORKS)}")
+    width = NETWORKS[network][0] if width is None else width
+    num_cells = NETWORKS[network][1] if num_cells is None else num_cells
+    if network == "imagenet":
+        from nni_bio.search_spaces.darts_imagenet import DartsImageNetNetwork
+
+        return DartsImageNetNetwork(genotype, width=width, num_cells=num_cells, auxiliary=auxiliary,
+                                    drop_path_prob=drop_path_prob, num_classes=num_classes, in_channels=in_channels)
     return DartsNetwork(genotype, width=width, num_cells=num_cells, auxiliary=auxiliary,
                         drop_path_prob=drop_path_prob, num_classes=num_classes, in_channels=in_channels)
 
@@ -327,7 +425,7 @@ def _biodarts() -> dict[str, Any]:
 BIODARTS: dict[str, Any] = _biodarts()
 
 __all__ = [
-    "BIODARTS", "DEFAULT_ARGS", "DEFAULT_RULES", "AuxiliaryHead", "DartsCell", "DartsNetwork", "GenotypeError",
-    "bio_weight_split", "build_network", "cell_candidates", "export_genotype", "full_args", "labels",
-    "reduction_cells", "sample_from_edge_weights",
+    "BIODARTS", "DEFAULT_ARGS", "DEFAULT_RULES", "NETWORKS", "PRESETS", "AuxiliaryHead", "DartsCell", "DartsNetwork",
+    "GenotypeError", "bio_weight_split", "build_network", "cell_candidates", "export_genotype", "full_args", "labels",
+    "preset_op", "reduction_cells", "sample_from_edge_weights", "stack_cells", "with_preset",
 ]

@@ -5,6 +5,10 @@ Examples::
     nni-bio train --model small-cnn --rule usf --dataset fashion-mnist --epochs 5 --lr 0.05
     nni-bio train --genotype runs/search/genotype.json --dataset cifar10 --data-dir ~/data \\
         --width 36 --cells 20 --auxiliary --drop-path 0.2 --cutout 16 --epochs 600 --batch-size 96 --lr 0.025
+    nni-bio train --genotype genotype.json --dataset imagenet --data-dir ~/data --width 48 --cells 14 \
+        --auxiliary --epochs 250 --batch-size 128 --lr 0.1 --weight-decay 3e-5 --lr-schedule step --lr-gamma 0.97
+    nni-bio train ... --preset reference              # the reference code's backprop stem/pre-processing/classifier
+    nni-bio train ... --train-split train+val         # DARTS' convention: every training image, no validation
     nni-bio train ... --resume                        # continue after an interruption, same result
     torchrun --nproc_per_node=4 -m nni_bio.cli train ... --device cuda   # DistributedDataParallel
 
@@ -43,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--width", type=int, default=None, help="channels (genotype: initial channels C, 36 for DARTS)")
     net.add_argument("--cells", type=int, default=None, help="genotype networks: number of cells (DARTS: 20)")
     net.add_argument("--auxiliary", action="store_true", help="auxiliary head (DARTS), loss weight --auxiliary-weight")
+    net.add_argument("--preset", default=None, choices=["bio", "reference"],
+                     help="DARTS genotypes: 'bio' (stem, cell pre-processing, skip FactorizedReduce, classifier, aux "
+                          "head use the genotype's bio fixed_rule: no backprop layer) or 'reference' (those layers "
+                          "learn by backprop, as in the reference code); default: the genotype's own")
     net.add_argument("--drop-path", type=float, default=0.0, help="final drop-path probability, raised linearly "
                      "per epoch (models with drop_path_prob: DARTS)")
 
@@ -52,13 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (DARTS: 16); 0 = off")
     data.add_argument("--no-augment", action="store_true", help="no standard augmentation (crop/flip)")
     data.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
+    data.add_argument("--train-split", default="train", choices=["train", "train+val"],
+                      help="train+val: every training image (DARTS' final training); there is then no validation "
+                           "set and only the final-epoch test accuracy is reported")
+    data.add_argument("--test-split", default="full", choices=["full", "nb201"],
+                      help="nb201: NAS-Bench-201's 3,000-image x-test half of ImageNet16-120's 6,000 test images")
     data.add_argument("--train-limit", type=int, default=0, help="only the first N training images (smoke runs)")
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=10)
     opt.add_argument("--batch-size", type=int, default=64)
     opt.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    opt.add_argument("--lr", type=float, default=0.025, help="initial learning rate, cosine-annealed to 0 per step")
+    opt.add_argument("--lr", type=float, default=0.025, help="initial learning rate (see --lr-schedule)")
+    opt.add_argument("--lr-schedule", default="cosine", choices=["cosine", "step"],
+                     help="cosine: annealed to 0 over all steps (DARTS CIFAR); step: x --lr-gamma after every epoch "
+                          "(DARTS ImageNet)")
+    opt.add_argument("--lr-gamma", type=float, default=0.97, help="factor per epoch of --lr-schedule step")
     opt.add_argument("--momentum", type=float, default=0.9)
     opt.add_argument("--weight-decay", type=float, default=3e-4)
     opt.add_argument("--grad-clip", type=float, default=5.0, help="gradient-norm clip; 0 = off")
@@ -99,14 +116,18 @@ def spec_from_args(args: argparse.Namespace) -> dict:
 
     rule_map = _rule_map(args.rule_map)
     if args.model:
-        if args.cells is not None or args.auxiliary:
-            raise NniBioError("--cells and --auxiliary apply to --genotype networks only")
+        if args.cells is not None or args.auxiliary or getattr(args, "preset", None):
+            raise NniBioError("--cells, --auxiliary and --preset apply to --genotype networks only")
         return fixed_spec(args.model, rule=args.rule or "backprop", rule_map=rule_map, width=args.width)
     path = Path(args.genotype)
     try:
         genotype = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise NniBioError(f"cannot read genotype {path}: {exc}") from exc
+    if getattr(args, "preset", None):
+        from nni_bio.search_spaces.darts_net import with_preset
+
+        genotype = with_preset(genotype, args.preset)
     return genotype_spec(genotype, width=args.width, cells=args.cells, auxiliary=args.auxiliary, rule=args.rule,
                          rule_map=rule_map)
 
@@ -114,7 +135,8 @@ def spec_from_args(args: argparse.Namespace) -> dict:
 def default_name(args: argparse.Namespace) -> str:
     model = args.model or Path(args.genotype).stem
     rule = args.rule or ("backprop" if args.model else "genotype")
-    return f"{model}-{rule}{'-map' if args.rule_map else ''}-{args.dataset}-s{args.seed}"
+    preset = f"-{args.preset}" if getattr(args, "preset", None) else ""
+    return f"{model}-{rule}{'-map' if args.rule_map else ''}{preset}-{args.dataset}-s{args.seed}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     label_smoothing = args.label_smoothing if args.label_smoothing is not None else (
         0.1 if args.dataset == "imagenet" else 0.0)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                         momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                         lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma, momentum=args.momentum,
+                         weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                          label_smoothing=label_smoothing, auxiliary_weight=args.auxiliary_weight, seed=args.seed,
                          device=device, num_workers=args.workers, amp=args.amp, drop_path_prob=args.drop_path,
                          progress=progress)
@@ -153,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         run_final_training(spec, dataset=args.dataset, config=config, output=output, data_dir=args.data_dir,
                            cutout=args.cutout, augment=not args.no_augment, split_seed=args.split_seed,
                            resume=args.resume, train_limit=args.train_limit, diagnostics_every=args.diagnostics_every,
-                           diagnostics_batch=args.diagnostics_batch, log=log)
+                           diagnostics_batch=args.diagnostics_batch, log=log, train_split=args.train_split,
+                           test_split=args.test_split)
     finally:
         distributed.shutdown()
     return 0

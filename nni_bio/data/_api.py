@@ -11,6 +11,7 @@ Each data set lives in its own module (``digits.py``, ``cifar.py``, ``imagenet16
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -26,8 +27,11 @@ from nni_bio.errors import NniBioError
 if TYPE_CHECKING:
     from nni_bio.data.report import DataReport
 
-Split = Literal["train", "val", "test"]
-SPLITS = ("train", "val", "test")
+Split = Literal["train", "val", "test", "train+val"]
+#: ``train+val`` is every training image (DARTS' final training: all 50k CIFAR images, no validation set)
+SPLITS = ("train", "val", "test", "train+val")
+#: ``full``: the data set's own test files; ``nb201``: NAS-Bench-201's half of them (ImageNet16-120)
+TEST_SPLITS = ("full", "nb201")
 
 #: environment variable naming the folder that holds user copies of the data sets
 DATA_DIR_ENV = "NNI_BIO_DATA"
@@ -43,9 +47,10 @@ class DatasetInfo:
 
     ``mean``/``std`` are the per-channel normalisation constants (pixels in [0, 1]) that
     ``get_dataset(..., normalize=True)`` applies; ``None`` means the images are left in [0, 1].
-    ``builder(split, data_dir, augment, seed, *, normalize, cutout)`` makes the Dataset;
-    ``check(data_dir)`` validates a copy; ``where(data_dir)`` lists the folders searched;
-    ``locate(data_dir)`` returns the folder in use (cheap: no data is read).
+    ``builder(split, data_dir, augment, seed, *, normalize, cutout)`` makes the Dataset (with
+    ``test_split=`` too when ``test_splits`` offers more than ``full``); ``check(data_dir)``
+    validates a copy; ``where(data_dir)`` lists the folders searched; ``locate(data_dir)`` returns
+    the folder in use (cheap: no data is read).
     """
 
     name: str
@@ -58,6 +63,7 @@ class DatasetInfo:
     check: Callable[[Path | None], DataReport] | None = None
     where: Callable[[Path | None], list[Path]] | None = None
     locate: Callable[[Path | None], Path] | None = None
+    test_splits: tuple[str, ...] = ("full",)
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": _entry("cifar10", "cifar:CIFAR10", 10, 3, 32, _per255(125.3, 123.0, 113.9), _per255(63.0, 62.1, 66.7)),
     "cifar100": _entry("cifar100", "cifar:CIFAR100", 100, 3, 32,
                        _per255(129.3, 124.1, 112.4), _per255(68.2, 65.4, 70.4)),
-    "imagenet16-120": _entry("imagenet16-120", "imagenet16", 120, 3, 16,
-                             _per255(122.68, 116.66, 104.01), _per255(63.22, 61.26, 65.09)),
+    "imagenet16-120": dataclasses.replace(_entry("imagenet16-120", "imagenet16", 120, 3, 16,
+                                                 _per255(122.68, 116.66, 104.01), _per255(63.22, 61.26, 65.09)),
+                                          test_splits=TEST_SPLITS),
     "imagenet": _entry("imagenet", "imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
@@ -119,7 +126,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 
 
 def get_dataset(name: str, split: Split, data_dir: str | os.PathLike | None = None, *,
-                augment: bool | None = None, seed: int = 0, normalize: bool = True, cutout: int = 0) -> Dataset:
+                augment: bool | None = None, seed: int = 0, normalize: bool = True, cutout: int = 0,
+                test_split: str = "full") -> Dataset:
     """A torch Dataset of ``(image tensor CxHxW float, int label)``; nothing is ever downloaded.
 
     User copies are looked for under ``data_dir`` (default ``$NNI_BIO_DATA``), one sub-folder per
@@ -129,8 +137,9 @@ def get_dataset(name: str, split: Split, data_dir: str | os.PathLike | None = No
 
     Args:
         name: a key of :data:`DATASETS`.
-        split: ``train``, ``val`` (a fixed, seeded hold-out from the training data) or ``test``
-            (the data set's own test files; a search should never look at it).
+        split: ``train``, ``val`` (a fixed, seeded hold-out from the training data), ``train+val``
+            (all training data: final training without a validation set, DARTS' convention) or
+            ``test`` (the data set's own test files; a search should never look at it).
         data_dir: where user copies live (default ``$NNI_BIO_DATA``); unused for ``digits``.
         augment: standard augmentation for the data set (default: on for ``train`` only).
         seed: seed of the train/val split.
@@ -138,6 +147,9 @@ def get_dataset(name: str, split: Split, data_dir: str | os.PathLike | None = No
             ``False`` pixels stay in [0, 1] (e.g. to put the normalisation inside the model).
         cutout: side of the Cutout square (DeVries & Taylor 2017) applied after normalisation
             when ``augment`` is on; 0 disables it.
+        test_split: which ``test`` images: ``full`` (all test files) or, for ``imagenet16-120``,
+            ``nb201``: NAS-Bench-201's 3,000-image x-test half of the 6,000 (see
+            :func:`nni_bio.data.imagenet16.nb201_halves`).
 
     Raises:
         DataError: unknown name or split, or the data set is missing or malformed (the message
@@ -152,10 +164,16 @@ def get_dataset(name: str, split: Split, data_dir: str | os.PathLike | None = No
     info = dataset_info(name)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if test_split not in info.test_splits:
+        others = [n for n, i in DATASETS.items() if test_split in i.test_splits]
+        raise DataError(f"{name} has no {test_split!r} test split (it has: {', '.join(info.test_splits)})"
+                        + (f"; {test_split!r} exists for {', '.join(others)}" if others else
+                           f"; test splits are {', '.join(TEST_SPLITS)}"))
+    extra = {"test_split": test_split} if test_split != "full" else {}
     if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
         raise DataError(f"cutout must be a non-negative int (side of the square in pixels), got {cutout!r}")
-    augment = split == "train" if augment is None else bool(augment)
-    return info.builder(split, resolve_data_dir(data_dir), augment, seed, normalize=normalize, cutout=cutout)
+    augment = split in ("train", "train+val") if augment is None else bool(augment)
+    return info.builder(split, resolve_data_dir(data_dir), augment, seed, normalize=normalize, cutout=cutout, **extra)
 
 
 def check_dataset(name: str, data_dir: str | os.PathLike | None = None) -> DataReport:

@@ -61,13 +61,16 @@ def planes_to_nchw(rows: np.ndarray, channels: int, size: int) -> np.ndarray:
 def split_dataset(split: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
                   val_size: int, seed: int, transform: Callable, classes: Sequence[str] = (),
                   root: str = "") -> ArrayDataset:
-    """The ``train``/``val`` hold-out of the ``train`` arrays, or the ``test`` arrays, as an ArrayDataset."""
+    """The ``train``/``val`` hold-out of the ``train`` arrays, all of them (``train+val``), or the
+    ``test`` arrays, as an ArrayDataset."""
     from nni_bio.data.splits import holdout_split
 
     if split == "test":
         images, labels = test
         return ArrayDataset(images, labels, transform, classes=classes, root=root)
     images, labels = train
+    if split == "train+val":
+        return ArrayDataset(images, labels, transform, classes=classes, root=root)
     train_idx, val_idx = holdout_split(labels, val_size, seed)
     idx = train_idx if split == "train" else val_idx
     return ArrayDataset(images[idx], labels[idx], transform, indices=idx, classes=classes, root=root)

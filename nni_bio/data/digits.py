@@ -25,7 +25,7 @@ def _split_indices(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     index = np.arange(len(labels))
     rest, test = train_test_split(index, test_size=TEST_SIZE, stratify=labels, random_state=0)
     train, val = train_test_split(rest, test_size=VAL_SIZE, stratify=labels[rest], random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "train+val": np.sort(rest)}
 
 
 class DigitsDataset(TensorDataset):
@@ -68,5 +68,5 @@ def locate(data_dir: Path | None) -> Path:
 def check(data_dir: Path | None) -> DataReport:
     from sklearn.datasets import load_digits
 
-    sizes = {split: len(idx) for split, idx in _split_indices(load_digits().target, 0).items()}
+    sizes = {split: len(idx) for split, idx in _split_indices(load_digits().target, 0).items() if split != "train+val"}
     return DataReport("digits", str(where(data_dir)[0]), sizes, 10, "bundled with scikit-learn (not checked)")

@@ -7,9 +7,10 @@ sorted into class folders, e.g. with the common ``valprep.sh``)::
     <data_dir>/imagenet/val/<class>/*.JPEG      (same class folders as train)
 
 Splits: ``train``/``val`` is a seeded, stratified hold-out of 1 % of ``imagenet/train`` (about
-12,800 images); ``test`` is ``imagenet/val``. Transforms: RandomResizedCrop(224) + horizontal flip
-when augmenting, else Resize(256) + CenterCrop(224). No checksums: the files are checked only for
-layout and for decoding of the first image in each folder.
+12,800 images); ``train+val`` is all of ``imagenet/train``; ``test`` is ``imagenet/val``.
+Transforms (DARTS' ImageNet recipe): RandomResizedCrop(224) + horizontal flip + ColorJitter(0.4,
+0.4, 0.4, hue 0.2) when augmenting, else Resize(256) + CenterCrop(224). No checksums: the files
+are checked only for layout and for decoding of the first image in each folder.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def transform_for(augment: bool, normalize: bool, cutout: int):
     from torchvision import transforms as T
 
     info = dataset_info(NAME)
-    steps = ([T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if augment else [T.Resize(256), T.CenterCrop(224)])
+    steps = ([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
+              T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)] if augment
+             else [T.Resize(256), T.CenterCrop(224)])
     steps.append(T.ToTensor())
     if normalize:
         steps.append(T.Normalize(info.mean, info.std))
@@ -78,6 +81,8 @@ def build(split: str, data_dir: Path | None, augment: bool, seed: int, *, normal
     train = image_folder(root / "train", transform if split != "test" else None)
     if split == "test":
         return image_folder(root / "val", transform, classes=train.classes)
+    if split == "train+val":
+        return train
     labels = np.asarray(train.targets)
     train_idx, val_idx = holdout_split(labels, val_size_for(len(labels), VAL_FRACTION), seed)
     return Subset(train, (train_idx if split == "train" else val_idx).tolist())
