@@ -109,8 +109,9 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         for arm, info in arms.items():
             s = info["search"] or {}
             for seed, r in sorted(info["seeds"].items()):
-                w.writerow([arm, " ".join(info["rules"]), seed, r["final"]["test_acc"], r["final"]["val_acc"],
-                            r["best_val"]["val_acc"], r["best_val"]["epoch"], r["trainable_params"],
+                best_val = r.get("best_val") or {}  # none when retrained on train+val
+                w.writerow([arm, " ".join(info["rules"]), seed, r["final"]["test_acc"], r["final"].get("val_acc"),
+                            best_val.get("val_acc"), best_val.get("epoch"), r["trainable_params"],
                             s.get("best_val_acc"), len(s.get("trials", [])), s.get("seconds")])
     with (report_dir / "robustness.csv").open("w", newline="") as f:
         w = csv.writer(f)
