@@ -191,23 +191,30 @@ class RuleLayer(nn.Module):
         fb = self.feedback
         if fb.exact:
             return self.op.forward(x, self.weight, self.bias)
-        weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled(x.device.type):
+        master = weight = self.weight
+        bias = self.bias
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if autocast:
             dtype = torch.get_autocast_dtype(x.device.type)
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
-        if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+        if not (torch.is_grad_enabled() and (x.requires_grad or master.requires_grad)):
             return self.op.forward(x, weight, bias)  # no backward can follow: skip the rule's work
+        if not autocast:  # entering torch.autocast costs more Python than the rest of this call
+            return self._apply_rule(fb, x, weight, bias)
         with torch.autocast(x.device.type, enabled=False):
-            matrix = fb.feedback_weight(self.weight, self.training)
-            if matrix.requires_grad and not self._rule.info.learned_feedback:
-                raise RuleContractError(
-                    f"rule {self.rule_name!r}: feedback_weight() returned a tensor that requires grad, so the "
-                    "gradient sent to it would flow back into the weights (W's gradient would be wrong). Compute "
-                    "it under torch.no_grad() or .detach() it; if the feedback is meant to learn, declare "
-                    "RuleInfo(learned_feedback=True) and return a Parameter that does not depend on W."
-                )
-            return _RuleFunction.apply(x, weight, bias, matrix, self)
+            return self._apply_rule(fb, x, weight, bias)
+
+    def _apply_rule(self, fb: Feedback, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        matrix = fb.feedback_weight(self.weight, self.training)
+        if matrix.requires_grad and not self._rule.info.learned_feedback:
+            raise RuleContractError(
+                f"rule {self.rule_name!r}: feedback_weight() returned a tensor that requires grad, so the "
+                "gradient sent to it would flow back into the weights (W's gradient would be wrong). Compute "
+                "it under torch.no_grad() or .detach() it; if the feedback is meant to learn, declare "
+                "RuleInfo(learned_feedback=True) and return a Parameter that does not depend on W."
+            )
+        return _RuleFunction.apply(x, weight, bias, matrix, self)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"rule": self.rule_name, "seed": self.seed}

@@ -23,6 +23,7 @@ module builds on; the layers know a rule only through the object they are given.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -39,6 +40,21 @@ SUPPORTED_API_VERSIONS = frozenset({1})
 Family = Literal["backprop", "feedback", "direct", "local"]
 LayerKind = Literal["linear", "conv2d"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _refs(holder: dict[str, Any], key: str) -> int:
+    return sys.getrefcount(holder[key])
+
+
+def _unshared(holder: dict[str, Any], key: str) -> bool:
+    """Whether ``holder[key]`` (a tensor) is referenced by ``holder`` only: by no other Python name,
+    and (``Tensor._use_count``) by no autograd graph, view or other C++ owner. False when torch
+    cannot tell."""
+    return _USE_COUNT is not None and _refs(holder, key) == _FREE_REFS and _USE_COUNT(holder[key]) == 1
+
+
+_USE_COUNT = getattr(Tensor, "_use_count", None)  # C++ owners of a TensorImpl (torch >= 2.1)
+_FREE_REFS = _refs({"t": object()}, "t")  # what _refs counts for an object held by the dict alone
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,32 @@ class Feedback(nn.Module):
         Parameter independent of W, as Kolen-Pollack's B): it then receives exactly W's gradient.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement feedback_weight() or backward()")
+
+    def scratch(self, weight: Tensor) -> Tensor:
+        """An uninitialised tensor of ``weight``'s shape, layout, dtype and device to build this step's feedback
+        in, e.g. ``torch.sign(weight, out=self.scratch(weight))``: reused from call to call.
+
+        The memory of the previous call is handed out again only if nothing else holds it any more: no
+        autograd graph that saved it is still waiting for its backward (nor retained), no caller keeps
+        the tensor or a view of it. Otherwise a new tensor is made (and kept for the next call). This
+        saves a weight-sized allocation per layer and training step, which on the CPU also means page
+        faults each time the allocator hands the memory back to the OS. Under ``torch.compile`` it
+        returns a fresh tensor. Not part of the state dict, not copied by ``deepcopy``.
+        """
+        if torch.compiler.is_compiling():  # traced code must stay functional
+            return torch.empty_like(weight)
+        if "_scratch" in self.__dict__ and _unshared(self.__dict__, "_scratch"):  # before naming it here
+            buf = self.__dict__["_scratch"]
+            if buf.stride() == weight.stride() and buf.dtype == weight.dtype and buf.device == weight.device \
+                    and buf.shape == weight.shape:
+                return buf
+        buf = self.__dict__["_scratch"] = torch.empty_like(weight)  # W's layout (channels_last too)
+        return buf
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_scratch", None)  # copies and pickles make their own on first use
+        return state
 
     def backward(
         self, op: LayerOp, grad_out: Tensor, x: Tensor, feedback: Tensor, output: Tensor | None,

@@ -23,7 +23,7 @@ KINDS = ["linear", "conv2d"]
 # the state each rule keeps in the state dict: tensors as buffers (kp: a Parameter); seeds and step
 # counters as host ints, saved as int64 tensors under the same keys as the buffers they used to be
 FEEDBACK_STATE = {"backprop": set(), "usf": set(), "fa": {"feedback.matrix"}, "frsf": {"feedback.magnitude"},
-                  "brsf": {"feedback.seed", "feedback.step"}, "dfa": {"feedback.seed"}, "kp": {"feedback.matrix"}}
+                  "brsf": {"feedback.seed", "feedback.step", "feedback.draws"}, "dfa": {"feedback.seed"}, "kp": {"feedback.matrix"}}
 FEEDBACK_BUFFERS = {rule: keys if rule in ("fa", "frsf") else set() for rule, keys in FEEDBACK_STATE.items()}
 
 

@@ -75,19 +75,20 @@ def test_layer_seed_travels_with_the_state_dict() -> None:
 # -- item 8: host ints, no per-step generator or sync; old state dicts load ---------------------
 
 
-def test_brsf_state_is_host_ints_and_one_generator() -> None:
+def test_brsf_state_is_host_ints_and_one_pool() -> None:
     layer = nni_bio.get_rule("brsf").linear(6, 5)
     layer.train()
     for _ in range(3):
         layer(torch.randn(4, 6, requires_grad=True)).sum().backward()
     fb = layer.feedback
-    assert type(fb.seed) is int and type(fb.step) is int and fb.step == 3
-    generator = fb._generator
+    assert type(fb.seed) is int and type(fb.step) is int and fb.step == 3 and fb.draws == 1
+    pool = fb.pool(layer.weight)
     layer(torch.randn(4, 6, requires_grad=True)).sum().backward()
-    assert fb._generator is generator  # reseeded, not rebuilt, each step
+    assert fb.pool(layer.weight) is pool  # drawn once, not per step
     assert not list(fb.buffers())
     state = layer.state_dict()
     assert state["feedback.step"].dtype == torch.int64 and int(state["feedback.step"]) == 4
+    assert int(state["feedback.draws"]) == 1
 
 
 def old_state(layer: RuleLayer, **feedback: int) -> dict:

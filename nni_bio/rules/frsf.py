@@ -21,7 +21,7 @@ class FixedMagnitudeSignFeedback(Feedback):
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         with torch.no_grad():
-            return torch.sign(weight).mul_(self.magnitude)
+            return torch.sign(weight, out=self.scratch(weight)).mul_(self.magnitude)
 
 
 class FixedRandomSignFeedbackRule(LearningRule):

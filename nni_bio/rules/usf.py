@@ -21,7 +21,7 @@ class UniformSignFeedback(Feedback):
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         with torch.no_grad():
-            return torch.sign(weight).mul_(self.scale)
+            return torch.sign(weight, out=self.scratch(weight)).mul_(self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.4g}"
