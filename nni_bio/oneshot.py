@@ -33,7 +33,25 @@ elsewhere; see :func:`~nni_bio.strategies.oneshot.retrain_derived`) and reports 
 ``supernet_val_acc`` (last epoch), ``best_supernet_val_acc`` and ``best_supernet_epoch`` under those
 names, plus ``strategy`` and ``sample`` (the derived architecture as a JSON string; NNI's web UI
 shows non-numeric metric keys as categorical values). Files in the output folder
-(``$NNI_OUTPUT_DIR``): ``genotype.json`` (rewritten every epoch), ``result.json``, ``tensorboard/``.
+(``$NNI_OUTPUT_DIR``): ``genotype.json`` (rewritten every epoch), ``result.json``, ``tensorboard/``,
+``checkpoint.pt``.
+
+**Checkpoints and resume.** After every search epoch the trial writes ``checkpoint.pt`` atomically
+(everything the search needs to continue exactly, see :mod:`nni_bio.strategies.oneshot`) into its
+output folder, or into ``--checkpoint-dir`` (under NNI: a subfolder ``EXPERIMENT-TRIAL`` of it, for
+storage shared between machines). ``--resume`` continues from it (a fresh start when there is none)
+with the same per-epoch numbers and derived architecture as an uninterrupted search::
+
+    python -m nni_bio.oneshot --strategy darts --space tiny --dataset digits --epochs 50 --output runs/darts --resume
+
+Under ``nnictl`` nothing else is needed: ``nnictl resume ID`` relaunches an interrupted trial with
+its own trial id and output folder (NNI 3.0 does so for every trial that was running or waiting
+when the experiment stopped), so the trial finds its checkpoint there; the shipped one-shot configs
+pass ``--resume``, and a trial finding a checkpoint written by itself (same experiment and trial id)
+continues even without it. The relaunched trial does not report the restored epochs again (NNI
+kept them); a search resumed into another output folder reports and logs them first. Without
+``--resume``, a checkpoint of another run in the folder is moved to ``checkpoint.previous.pt`` and a
+new search starts.
 """
 
 from __future__ import annotations
@@ -81,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is fastest "
                    "for the tiny spaces on a busy machine")
     p.add_argument("--output", default=None, help="output folder (default: $NNI_OUTPUT_DIR or runs/oneshot)")
+    p.add_argument("--resume", action="store_true", help="continue the search from its checkpoint (a fresh start "
+                   "when there is none); the settings must be those of the interrupted search")
+    p.add_argument("--checkpoint-dir", default=None, help="where checkpoint.pt goes (default: the output folder; "
+                   "under NNI a subfolder EXPERIMENT-TRIAL of this folder)")
     return p.parse_args(argv)
 
 
@@ -148,6 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     space_cls = space_class(args.space)
     space_args = space_arguments(space_cls, json.loads(args.space_args), args.dataset)
+    checkpoint, owner, resume = checkpoint_plan(args, output)
 
     with SummaryWriter(log_dir=str(output / "tensorboard")) as writer:
         def report(r: EpochRecord) -> None:
@@ -169,8 +192,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"loss {r.val_loss:.4f} acc {r.val_acc:.4f} | derived architecture, shared weights: val acc "
                   f"{r.derived_val_acc:.4f} | {r.seconds:.1f} s | {json.dumps(r.sample, sort_keys=True)}", flush=True)
 
+        def restored(history: list[EpochRecord]) -> None:
+            print(f"resuming the search from its checkpoint {checkpoint} after epoch {len(history)}", flush=True)
+            if resume.get("output") == owner["output"]:
+                nni.trial.overwrite_intermediate_seq(len(history))  # NNI and TensorBoard hold the earlier epochs
+            else:  # another folder (and trial): give it the whole curve
+                for r in history:
+                    report(r)
+
         result = run_oneshot(args.space, strategy, args.dataset, args.epochs, space_args=space_args, seed=args.seed,
-                             data_dir=args.data_dir, on_epoch_end=report, device=args.device, **hparams)
+                             data_dir=args.data_dir, on_epoch_end=report, device=args.device,
+                             checkpoint=checkpoint, resume=bool(resume), on_resume=restored,
+                             checkpoint_extra=owner, **hparams)
         (output / "genotype.json").write_text(json.dumps(result.genotype, indent=2))
 
         retrained = None
@@ -202,6 +235,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"result: {first}", *rest, sep="\n")
     sys.stdout.flush()
     return final
+
+
+#: the checkpoint's file name, and where a new search without --resume moves an older one
+CHECKPOINT, PREVIOUS_CHECKPOINT = "checkpoint.pt", "checkpoint.previous.pt"
+
+
+def _nni_trial() -> dict[str, str] | None:
+    """This process's NNI experiment and trial ids (``None`` outside an NNI trial)."""
+    experiment, trial = os.environ.get("NNI_EXP_ID"), os.environ.get("NNI_TRIAL_JOB_ID")
+    if not experiment or not trial or os.environ.get("NNI_PLATFORM") in (None, "", "unittest"):
+        return None
+    return {"experiment": experiment, "trial": trial}
+
+
+def checkpoint_plan(args: argparse.Namespace, output: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Where the checkpoint goes, what identifies this run in it, and the existing checkpoint's
+    identity when the search resumes from it (``{}``: a fresh start).
+
+    Without ``--resume``, a checkpoint of another run is moved aside to :data:`PREVIOUS_CHECKPOINT`
+    (a new search starts; nothing a search wrote is lost to a forgotten flag).
+    """
+    from nni_bio.checkpoint import load_checkpoint
+
+    trial = _nni_trial()
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else output
+    if args.checkpoint_dir and trial is not None:
+        folder = folder / f"{trial['experiment']}-{trial['trial']}"
+    checkpoint = folder / CHECKPOINT
+    owner = {"output": str(output.resolve()), "nni": trial}
+    if not checkpoint.is_file():
+        return checkpoint, owner, {}
+    saved = load_checkpoint(checkpoint)
+    found = {"output": saved.get("output"), "nni": saved.get("nni"), "epoch": saved.get("epoch")}
+    if args.resume or (trial is not None and found["nni"] == trial):  # the trial NNI relaunched on `nnictl resume`
+        return checkpoint, owner, found
+    kept = checkpoint.with_name(PREVIOUS_CHECKPOINT)
+    os.replace(checkpoint, kept)
+    print(f"warning: {checkpoint} held another search (epoch {found['epoch']}); starting a new one without --resume. "
+          f"The old checkpoint is kept as {kept}: rename it back and pass --resume to continue that search.",
+          file=sys.stderr, flush=True)
+    return checkpoint, owner, {}
 
 
 #: TensorBoard tags of the per-epoch metrics (the supernet's under supernet/)

@@ -89,6 +89,12 @@ class DARTS(OneShotStrategy):
         losses, self._arch_losses = self._arch_losses, []
         return {"arch_loss": sum(losses) / len(losses)} if losses else {}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"arch_optimizer": self.arch_optimizer.state_dict()}  # the logits themselves are in the supernet's
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+
     # -- the architecture step ---------------------------------------------------------------------
 
     def arch_step(self, x_train: Tensor, y_train: Tensor, x_arch: Tensor, y_arch: Tensor) -> float:

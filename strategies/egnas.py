@@ -25,6 +25,11 @@ works on the logits themselves (EG-NAS normalises "projected weights" and adds
 Reference defaults: population 50, 3 rounds, sigma_min 0.02, step size 0.1, 15 warm-up epochs of
 50 (here: 30 % of the epochs unless ``warmup_epochs`` is given).
 
+**Checkpoints.** No CMA-ES state crosses an epoch: each epoch's CMA-ES run starts at the current
+alpha with ``sigma`` from the epoch and its own seed ``seed * 100003 + epoch``, and ends inside that
+epoch's :meth:`~EGNAS.epoch_start`. An epoch checkpoint (alpha in the supernet, the epoch, the random
+states) therefore rebuilds every later run exactly, and no ``cmaes.CMA`` object is ever pickled.
+
 **Semantics over learning rules.** The weight steps use the softmax(alpha) mixture, so, as in
 DARTS, the layer below receives a blend of the candidates' feedback signals. The architecture
 update uses forward passes only: no architecture gradient, so no backward pass (bio or exact) is

@@ -26,6 +26,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -106,6 +107,25 @@ class ENAS(OneShotStrategy):
                     self.policy.update(0, self._buffer, batch_size=self.update_batch_size, repeat=self.update_repeat)
         return {"reward": sum(rewards) / len(rewards)} if rewards else {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The controller (policy network and its Adam state), its replay buffer (trajectories waiting
+        for the next policy update) and the trajectory count; the buffer as plain arrays, so reading it
+        unpickles nothing."""
+        return {"policy": self.policy.state_dict(), "policy_optimizer": self.policy.optim.state_dict(),
+                "buffer": _plain(vars(self._buffer)), "trajectories": self._trajectories}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from tianshou.data import ReplayBuffer
+
+        self.policy.load_state_dict(state["policy"])
+        self.policy.optim.load_state_dict(state["policy_optimizer"])
+        buffer = ReplayBuffer.__new__(ReplayBuffer)
+        buffer.__setstate__(_unplain(state["buffer"]))  # what tianshou's own unpickling does
+        if buffer.maxsize != self._buffer.maxsize:
+            raise ValueError(f"the checkpoint's replay buffer holds {buffer.maxsize} steps, this search's "
+                             f"{self._buffer.maxsize}: batches_per_update or the space differ")
+        self._buffer, self._trajectories = buffer, int(state["trajectories"])
+
     def derive(self) -> dict[str, Any]:
         return self._sample(greedy=True)
 
@@ -113,6 +133,46 @@ class ENAS(OneShotStrategy):
     def evaluating(self) -> Iterator[None]:
         self.derive()
         yield
+
+
+_BATCH, _ARRAY = "__tianshou_batch__", "__numpy_array__"
+
+
+def _plain(value: Any) -> Any:
+    """tianshou's replay-buffer state (Batches of numpy arrays) as dicts of tensors and plain data."""
+    from tianshou.data import Batch
+
+    if isinstance(value, Batch):
+        return {_BATCH: {k: _plain(v) for k, v in value.items()}}
+    if isinstance(value, np.ndarray):
+        return {_ARRAY: torch.from_numpy(np.ascontiguousarray(value)).clone(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot checkpoint a {type(value).__name__} of the ENAS replay buffer")
+
+
+def _unplain(value: Any) -> Any:
+    """The inverse of :func:`_plain`."""
+    from tianshou.data import Batch
+
+    if isinstance(value, dict) and _BATCH in value:
+        batch = Batch()
+        for k, v in value[_BATCH].items():
+            batch[k] = _unplain(v)
+        return batch
+    if isinstance(value, dict) and _ARRAY in value:
+        return value[_ARRAY].numpy().astype(np.dtype(value["dtype"]), copy=True)
+    if isinstance(value, dict):
+        return {k: _unplain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unplain(v) for v in value)
+    return value
 
 
 __all__ = ["ENAS"]

@@ -16,6 +16,17 @@ The supernet is the space converted by NNI's own mutation hooks; the loop is nni
 SGD, architecture step, per-epoch evaluation), so every strategy reports the same per-epoch record
 and runs unchanged inside an NNI trial (``python -m nni_bio.oneshot``, see :mod:`nni_bio.oneshot`).
 
+**Checkpoints and resume.** With ``checkpoint=PATH`` the loop writes, after every epoch and
+atomically (:mod:`nni_bio.checkpoint`), everything the next epoch depends on: the supernet (weights,
+architecture parameters, rule state such as brSF's step counters), the weight optimizer and its
+schedule, the strategy's own state (DARTS' architecture Adam, ENAS' controller, its optimizer and
+replay buffer; EG-NAS keeps no CMA-ES state across epochs), the random states of torch, numpy and
+Python, the data order (the loaders' generators and the architecture split's pass in progress) and
+the history. ``resume=True`` continues from ``PATH`` when it exists: a search killed at any moment
+ends with the same per-epoch numbers and the same derived architecture as one never interrupted
+(bit for bit on a CPU; on a GPU as far as its kernels are deterministic). The file holds tensors and
+plain data only, read with ``torch.load(weights_only=True)``.
+
 Example:
     >>> from nni_bio.strategies.oneshot import run_oneshot
     >>> result = run_oneshot("tiny", "darts", "digits", epochs=1, train_limit=256,
@@ -29,16 +40,20 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import json
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from nni_bio.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nni_bio.errors import NniBioError
 from nni_bio.strategies.oneshot_base import EpochRecord, OneShotConfig, OneShotStrategy, Search, recalibrated_evaluate
 
@@ -72,6 +87,7 @@ class OneShotResult:
     history: list[EpochRecord]
     probs: dict[str, dict[str, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int = 0  # the epoch of the checkpoint the search continued from (0: a fresh start)
 
     @property
     def final(self) -> EpochRecord:
@@ -80,7 +96,7 @@ class OneShotResult:
     def as_dict(self) -> dict[str, Any]:
         return {"space": self.space, "strategy": self.strategy, "sample": self.sample, "genotype": self.genotype,
                 "probs": {k: {str(c): p for c, p in v.items()} for k, v in self.probs.items()},
-                "config": self.config, "history": [asdict(r) for r in self.history]}
+                "config": self.config, "history": [asdict(r) for r in self.history], "resumed_from": self.resumed_from}
 
 
 def strategy_class(name: str) -> tuple[type[OneShotStrategy], dict[str, Any]]:
@@ -118,7 +134,10 @@ def make_strategy(name: str, **hparams: Any) -> tuple[OneShotStrategy, OneShotCo
 
 def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "digits", epochs: int = 10, *,
                 space_args: Mapping[str, Any] | None = None, seed: int = 0, data_dir: str | None = None,
-                on_epoch_end: Callable[[EpochRecord], None] | None = None, **hparams: Any) -> OneShotResult:
+                on_epoch_end: Callable[[EpochRecord], None] | None = None,
+                checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                on_resume: Callable[[list[EpochRecord]], None] | None = None,
+                checkpoint_extra: Mapping[str, Any] | None = None, **hparams: Any) -> OneShotResult:
     """Search ``space`` on ``dataset`` with a one-shot ``strategy``; return the derived architecture.
 
     Args:
@@ -129,7 +148,13 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
         space_args: extra constructor arguments of the space (e.g. ``{"width": 8, "rules": [...]}``).
         seed: seeds everything (data split, initialisation, sampling, CMA-ES).
         data_dir: where user data sets live (default ``$NNI_BIO_DATA``).
-        on_epoch_end: called with each :class:`EpochRecord` (the NNI trial reports from here).
+        on_epoch_end: called with each :class:`EpochRecord` this call computes (the NNI trial reports
+            from here), before that epoch's checkpoint is written.
+        checkpoint: file written atomically after every epoch (see the module docstring).
+        resume: continue from ``checkpoint`` if it exists (a fresh start otherwise); the search's
+            settings (:data:`RESUME_KEYS` of the checkpoint's ``run``) must be the same.
+        on_resume: called once with the restored history before the search continues.
+        checkpoint_extra: plain data stored in every checkpoint (e.g. who wrote it).
         **hparams: :class:`~nni_bio.strategies.oneshot_base.OneShotConfig` fields (``lr``, ``batch_size``,
             ``train_limit``, ``device``, ...) and the strategy's own arguments (``arch_lr``,
             ``arch_gradient``, ``temperature``, ``population_size``, ...). Unknown names raise.
@@ -137,6 +162,7 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     Raises:
         NniBioError: unknown strategy, space or hyperparameter.
         DivergenceError: the weight loss became NaN/inf.
+        nni_bio.checkpoint.CheckpointError: the checkpoint is unreadable or from another search.
     """
     from nni_bio.data import get_dataset
     from nni_bio.search_spaces import space_class
@@ -145,6 +171,7 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     from nni_bio.training import wire_rules
 
     searcher, config = make_strategy(strategy, **hparams, epochs=epochs, seed=seed)
+    run = _run_settings(space, strategy, dataset, space_args, config, searcher)
     torch.manual_seed(seed)
     np.random.seed(seed)  # tianshou's replay-buffer sampling
     random.seed(seed)
@@ -163,7 +190,14 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     searcher.setup(search)
 
     history: list[EpochRecord] = []
-    for epoch in range(1, epochs + 1):
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    resumed_from = 0
+    if resume and checkpoint is not None and checkpoint.is_file():
+        history = _restore(checkpoint, run, search, searcher)
+        resumed_from = len(history)
+        if on_resume is not None:
+            on_resume(list(history))
+    for epoch in range(resumed_from + 1, epochs + 1):
         start, lr = time.perf_counter(), search.lr
         search.epoch = epoch
         searcher.epoch_start(epoch)
@@ -190,12 +224,65 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
         history.append(record)
         if on_epoch_end is not None:
             on_epoch_end(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "version": ONESHOT_CHECKPOINT_VERSION, "kind": "oneshot", "epoch": epoch, "run": run,
+                "search": search.state_dict(), "strategy": searcher.state_dict(), "rng": rng_state(),
+                "history": _plain([asdict(r) for r in history]), **(checkpoint_extra or {})})
 
     sample = history[-1].sample if history else searcher.derive()
     genotype = space_cls.export_genotype(sample, args)
     probs = history[-1].probs if history else {}
     return OneShotResult(space, strategy, sample, genotype, history, probs,
-                         {**asdict(config), **searcher.hparams(), "space_args": args, "dataset": dataset})
+                         {**asdict(config), **searcher.hparams(), "space_args": args, "dataset": dataset},
+                         resumed_from)
+
+
+#: version of the one-shot checkpoint dict
+ONESHOT_CHECKPOINT_VERSION = 1
+#: settings a resumed search must share with its checkpoint (they shape the trajectory); the device
+#: and the loader workers may change
+RESUME_KEYS = ("space", "strategy", "dataset", "space_args", "config", "hparams")
+_FREE_FIELDS = ("device", "num_workers")
+
+
+def _run_settings(space: str, strategy: str, dataset: str, space_args: Mapping[str, Any] | None,
+                  config: OneShotConfig, searcher: OneShotStrategy) -> dict[str, Any]:
+    """The search's settings as plain data (stored in checkpoints, compared on resume)."""
+    plain = json.loads(json.dumps({
+        "space": space, "strategy": strategy, "dataset": dataset, "space_args": dict(space_args or {}),
+        "config": {k: v for k, v in asdict(config).items() if k not in _FREE_FIELDS},
+        "hparams": searcher.hparams()}, default=str))
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with str subclasses (NNI's labels) as plain str, so ``weights_only`` loading reads it."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _restore(path: Path, run: dict[str, Any], search: Search, searcher: OneShotStrategy) -> list[EpochRecord]:
+    """Load a one-shot checkpoint into ``search`` and ``searcher``; return its history."""
+    saved = load_checkpoint(path)
+    if saved.get("kind") != "oneshot" or saved.get("version") != ONESHOT_CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} is not a one-shot search checkpoint of version {ONESHOT_CHECKPOINT_VERSION} "
+                              f"(kind {saved.get('kind')!r}, version {saved.get('version')!r})")
+    changed = [f"{key}: {saved['run'].get(key)!r} in the checkpoint, {run[key]!r} now"
+               for key in RESUME_KEYS if saved["run"].get(key) != run[key]]
+    if changed:
+        raise CheckpointError(f"cannot resume from {path}: the search was started with other settings "
+                              f"({'; '.join(changed)}). Resume with the original options, or start a new search "
+                              f"with another checkpoint.")
+    search.load_state_dict(saved["search"])
+    searcher.load_state_dict(saved["strategy"])
+    set_rng_state(saved["rng"])  # last: replaying the data order may draw from the global streams
+    return [EpochRecord(**r) for r in saved["history"]]
 
 
 #: (space, data set) pairs whose derived architecture is cheap enough to retrain inside every one-shot
@@ -240,5 +327,5 @@ def retrain_derived(result: OneShotResult, epochs: int, *, data_dir: str | None 
     return train(net, train_set, val_set, train_config, on_epoch_end=on_epoch_end)
 
 
-__all__ = ["CHEAP_RETRAIN", "STRATEGIES", "OneShotResult", "default_retrain_epochs", "make_strategy",
-           "retrain_derived", "run_oneshot", "strategy_class"]
+__all__ = ["CHEAP_RETRAIN", "ONESHOT_CHECKPOINT_VERSION", "RESUME_KEYS", "STRATEGIES", "OneShotResult",
+           "default_retrain_epochs", "make_strategy", "retrain_derived", "run_oneshot", "strategy_class"]

@@ -9,6 +9,8 @@ A strategy is a small class with hooks called by :func:`nni_bio.strategies.onesh
     epoch_end(epoch)     after the epoch's weight training; returns extra metrics
     derive()             the current derived architecture (an NNI sample)
     evaluating()         context in which the supernet computes what ``val_acc`` reports
+    state_dict()         what the strategy carries from one epoch to the next (checkpoints), as
+    load_state_dict(s)   tensors and plain data; restored after ``setup`` on resume
 
 The weights are always trained with the learning rules of the candidates (the rule layers' own
 backward passes); only the architecture step differs between strategies.
@@ -102,6 +104,8 @@ class Search:
                                       drop_last=len(arch_set) > config.batch_size, num_workers=config.num_workers)
         self.val_loader = DataLoader(val_set, batch_size=max(256, config.batch_size), num_workers=config.num_workers)
         self._arch_iter: Iterator | None = None
+        self._arch_pass: Tensor | None = None  # arch_loader's generator state before the current pass began
+        self._arch_taken = 0  # batches taken from the current pass
         self.optimizer = torch.optim.SGD(supernet.weights, lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(1, config.epochs),
@@ -115,13 +119,50 @@ class Search:
     def next_arch_batch(self) -> tuple[Tensor, Tensor]:
         """The next batch of the architecture split (cycling through it)."""
         if self._arch_iter is None:
-            self._arch_iter = iter(self.arch_loader)
+            self._start_arch_pass()
         try:
             x, y = next(self._arch_iter)
         except StopIteration:
-            self._arch_iter = iter(self.arch_loader)
+            self._start_arch_pass()
             x, y = next(self._arch_iter)
+        self._arch_taken += 1
         return x.to(self.device), y.to(self.device)
+
+    def _start_arch_pass(self) -> None:
+        self._arch_pass = self.arch_loader.generator.get_state()
+        self._arch_iter, self._arch_taken = iter(self.arch_loader), 0
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The search's state between epochs, as tensors and plain data: the supernet (weights,
+        architecture parameters, rule state such as brSF's step counters), the weight optimizer and
+        schedule, and the data order (both loaders' generators; the architecture split's pass in
+        progress as the generator state it started from and the batches taken from it)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                "train_generator": self.train_loader.generator.get_state(),
+                "arch_generator": self.arch_loader.generator.get_state(),
+                "arch_pass": self._arch_pass, "arch_taken": self._arch_taken if self._arch_iter is not None else -1}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. An architecture pass in progress is replayed up to where it was
+        (its batches are loaded again, not trained on), so the next architecture batch is the one an
+        uninterrupted run would take; with ``num_workers`` > 0 the workers repeat their work exactly.
+        Restore the global random states after this call: replaying may draw from them."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.train_loader.generator.set_state(state["train_generator"])
+        self._arch_iter, self._arch_pass, self._arch_taken = None, None, 0
+        if int(state["arch_taken"]) >= 0:
+            self.arch_loader.generator.set_state(state["arch_pass"])
+            self._start_arch_pass()
+            for _ in range(int(state["arch_taken"])):
+                next(self._arch_iter)
+            self._arch_taken = int(state["arch_taken"])
+        self.arch_loader.generator.set_state(state["arch_generator"])
 
     def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy of the supernet on a batch, and its logits."""
@@ -203,6 +244,14 @@ class OneShotStrategy:
         """The strategy's own hyperparameters (recorded in results)."""
         plain = (bool, int, float, str, tuple, list, type(None))
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, plain)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the strategy carries across epochs beyond the supernet (optimizers, controllers), as
+        tensors and plain data only: checkpoints are read with ``torch.load(weights_only=True)``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called after :meth:`setup`)."""
 
 
 
