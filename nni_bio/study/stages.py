@@ -130,7 +130,8 @@ def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
     if s.strategy == "evolution":
         population = max(2, min(20, s.max_trials // 2))
         args = {"optimize_mode": "maximize", "population_size": population, "sample_size": max(1, population // 2)}
-        return {"name": "RegularizedEvolutionTuner", "classArgs": {**args, **s.tuner_args}}, "nas"
+        return {"className": "nni_bio.strategies.evolution.EvolutionTuner", "codeDirectory": ".",  # resumable
+                "classArgs": {**args, **s.tuner_args}}, "nas"
     if s.strategy == "random":
         return {"name": "Random", "classArgs": {"seed": 0, **s.tuner_args}}, "choice"
     if s.strategy == "tpe":
