@@ -261,7 +261,7 @@ def _search_one_shot(config, arm, folder, space_cls, space_args, slot, started) 
     command = [sys.executable, "-m", "nni_bio.oneshot", "--strategy", config.search.strategy, "--space", config.space,
                "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True), "--dataset", config.dataset,
                "--epochs", str(config.search.epochs), "--threads", str(slot.threads), "--device", slot.device,
-               "--hparams", json.dumps(hparams), "--output", str(run_dir)]
+               "--hparams", json.dumps(hparams), "--output", str(run_dir), "--resume"]
     if config.data_dir:
         command += ["--data-dir", config.data_dir]
     run_child(command, folder / "search.log", slot)
