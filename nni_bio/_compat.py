@@ -62,6 +62,40 @@ def patch_enas_concat_loader() -> None:
     _dataloader.ConcatLoader._nni_bio_patched = True
 
 
+#: the command NNI 3.0's SSH worker runs on every remote machine before anything else
+#: (``nni_node/training_service/remote_v3/worker.js``, ``Worker.start``), through ``pythonPath``'s python
+NNI_WORKER_PIP_COMMAND = ("-m", "pip", "install", "nni", "--upgrade")
+#: the NNI release nni-bio is built and tested against
+NNI_VERSION = "3.0"
+
+
+def worker_pip_guard() -> int:
+    """Stand-in for NNI's ``python -m pip install nni --upgrade`` on a remote worker: install nothing.
+
+    NNI 3.0's remote training service starts every SSH worker with that command. On a machine whose
+    environment already has nni (nni-bio needs it there anyway) pip only asks the package index and
+    keeps nni 3.0, the last release; without an index it retries 5 times with a 15 s time-out per
+    try (``PIP_DEFAULT_TIMEOUT``, ``PIP_RETRIES``) before it gives up, and a worker without nni fails
+    to start either way. Online, it may also install or upgrade nni's dependencies in the project's
+    environment. ``scripts/nni-worker/bin/python``, the ``pythonPath`` of ``examples/*-remote.yml``,
+    runs this instead: it checks that nni and nni-bio import here and says which nni this is, with
+    no network and no change to the environment. Exit status 1 (NNI then stops the worker with
+    "SSH command failed" and this message in its log) when nni is missing.
+    """
+    try:
+        import nni
+    except ImportError as exc:
+        print(f"nni-bio worker: nni is not installed in {sys.prefix} ({exc}); install this project's "
+              f"environment here (make setup) instead of letting NNI pip-install nni", file=sys.stderr)
+        return 1
+    version = getattr(nni, "__version__", "?")
+    print(f"nni-bio worker: skipped `python {' '.join(NNI_WORKER_PIP_COMMAND)}` (NNI's SSH worker start); "
+          f"{sys.prefix} has nni {version}")
+    if version != NNI_VERSION:
+        print(f"nni-bio worker: nni {version} is not {NNI_VERSION}, the version nni-bio runs on", file=sys.stderr)
+    return 0
+
+
 def apply() -> None:
     """Apply every shim (idempotent). Import ``nni.nas`` only after this."""
     global _applied
@@ -72,3 +106,9 @@ def apply() -> None:
     patch_raw_format_freeze()
     patch_enas_concat_loader()
     _applied = True
+
+
+if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard (scripts/nni-worker/bin/python)
+    if sys.argv[1:] != ["worker-pip-guard"]:
+        sys.exit("usage: python -m nni_bio._compat worker-pip-guard")
+    sys.exit(worker_pip_guard())

@@ -9,6 +9,9 @@ Outside NNI, pass the architecture yourself::
 
     python -m nni_bio.trial --space tiny --dataset digits --sample '{"conv1": "conv_3x3@usf", "conv2": "skip_connect", "fc": "fa"}'
 
+The final result also carries the genotype (a JSON string under ``"genotype"``), so it reaches the
+NNI manager when the trial ran on a remote worker, whose output folder stays there.
+
 A diverging run (NaN/inf loss) exits with status 3 and a message saying what to change; NNI marks
 the trial FAILED.
 """
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     size = {k: v for k, v in genotype["args"].items() if k in ("width", "num_cells", "cells_per_stage", "depth")}
     model = space_cls.build_network(genotype, **size)
     print(f"architecture: {json.dumps(sample, sort_keys=True)}")
+    print(f"outputs (genotype.json, result.json, tensorboard/): {output.resolve()}")
     rules = rule_map(model)
     summary = rules if len(rules) <= 12 else dict(Counter(rules.values()))  # a DARTS net has ~60 rule layers
     print(f"layer rules: {json.dumps(summary)}", flush=True)
@@ -124,7 +128,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     final = {"default": result.final.val_acc, "val_loss": result.final.val_loss,
              "best_val_acc": result.best_val.val_acc, "best_val_epoch": result.best_val.epoch,
-             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+             # also in the NNI manager's records: a remote trial's output folder stays on its worker
+             "genotype": json.dumps(genotype, sort_keys=True)}
     nni.report_final_result(final)
     (output / "result.json").write_text(json.dumps({**final, "genotype": genotype, **result.as_dict()}, indent=2))
     return final

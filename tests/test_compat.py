@@ -51,3 +51,28 @@ def test_warnings_are_filtered():
         _compat.filter_warnings()
         warnings.warn("<class 'x'> is found to be not a nn.Module, which is unexpected.", RuntimeWarning)
     assert not caught
+
+
+def test_worker_pip_guard_reports_nni_without_installing(capsys):
+    assert _compat.worker_pip_guard() == 0
+    out = capsys.readouterr().out
+    assert "skipped `python -m pip install nni --upgrade`" in out and f"has nni {_compat.NNI_VERSION}" in out
+
+
+def test_worker_bin_python_answers_nnis_pip_upgrade_and_runs_everything_else(tmp_path):
+    """scripts/nni-worker/bin/python, the remote examples' pythonPath; offline: pip would find no index."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    bin_dir = Path(__file__).resolve().parent.parent / "scripts" / "nni-worker" / "bin"
+    env = {**os.environ, "NNI_BIO_WORKER_PYTHON": sys.executable, "PIP_CONFIG_FILE": os.devnull,
+           "PIP_INDEX_URL": "http://127.0.0.1:9/simple/", "PIP_NO_INDEX": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([str(bin_dir / "python"), *_compat.NNI_WORKER_PIP_COMMAND], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "nni-bio worker: skipped" in done.stdout, done.stdout + done.stderr
+    assert "Requirement" not in done.stdout  # pip never ran
+    done = subprocess.run([str(bin_dir / "python3"), "-c", "import sys; print(sys.prefix)"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == sys.prefix
+
