@@ -7,6 +7,8 @@ Call :func:`apply` before importing ``nni.nas``; it is idempotent. Each shim is 
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import sys
 import warnings
 
@@ -94,6 +96,80 @@ def worker_pip_guard() -> int:
     if version != NNI_VERSION:
         print(f"nni-bio worker: nni {version} is not {NNI_VERSION}, the version nni-bio runs on", file=sys.stderr)
     return 0
+
+
+#: signals NNI (or a scheduler) sends to stop a trial; the supervisor passes them on and dies of them too
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def supervise_trial(what: str = "trial") -> None:
+    """Under NNI, run the rest of this trial in a forked child, so that a trial killed by a signal is FAILED.
+
+    NNI 3.0's trial keeper (``nni_node/common/trial_keeper``) reports a trial process that died of a
+    signal with exit code ``null``, which the manager turns into ``USER_CANCELED``: a training process
+    killed with SIGKILL (the kernel's out-of-memory killer, a node's watchdog) looked like a user's
+    cancel, with nothing in its log. Here the process NNI started stays a thin parent: it waits for
+    the child that trains, exits with the child's status, and when the child dies of a signal it did
+    not forward, prints which signal on stderr (the trial log the web UI shows) and exits with
+    128 + the signal number, which NNI marks FAILED. SIGINT/SIGTERM (NNI's cancel and early stop) are
+    passed on to the child, and the parent then dies of the same signal, so NNI still sees a cancel.
+    The child dies with the parent, and the parent with the NNI process that started it (Linux
+    ``PR_SET_PDEATHSIG``): a killed NNI manager or trial keeper leaves no training behind, and a
+    resumed experiment runs the trial again. Returns at once, without forking, outside NNI (no
+    ``NNI_TRIAL_JOB_ID``) or where ``os.fork`` is missing; returns in the child under NNI.
+    """
+    if not os.environ.get("NNI_TRIAL_JOB_ID") or not hasattr(os, "fork"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    launcher, parent = os.getppid(), os.getpid()
+    if launcher == 1:  # NNI died while this process was starting: init adopted it
+        print(f"nni-bio {what}: the NNI process that started this trial is gone; not training", file=sys.stderr)
+        os._exit(1)
+    child = os.fork()
+    if child == 0:
+        _die_with_parent(parent)
+        return
+    _die_with_parent(launcher)
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame) -> None:
+        forwarded.append(signum)
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in _FORWARDED:
+        signal.signal(signum, forward)
+    _, status = os.waitpid(child, 0)  # retried after the handler (PEP 475)
+    if forwarded:  # cancelled: die of the same signal, as NNI expects of a cancelled trial
+        signal.signal(forwarded[0], signal.SIG_DFL)
+        os.kill(os.getpid(), forwarded[0])
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:  # pragma: no cover - a real-time signal
+            name = f"signal {signum}"
+        hint = " (from the kernel's out-of-memory killer, a scheduler or a user)" if signum == signal.SIGKILL else ""
+        print(f"nni-bio {what} FAILED: the training process {child} was killed by {name}{hint}", file=sys.stderr,
+              flush=True)
+        os._exit(128 + signum)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover
+            pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
 
 
 def apply() -> None:

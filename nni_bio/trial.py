@@ -138,10 +138,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_as_trial(run_fn: Callable[[argparse.Namespace], Any], args: argparse.Namespace, what: str = "trial") -> int:
     """Run ``run_fn(args)`` and map failures to exit statuses NNI shows: a diverging run exits with
-    :data:`EXIT_DIVERGED`, any other nni-bio error with 2, both with the reason on stderr."""
+    :data:`EXIT_DIVERGED`, any other nni-bio error with 2, both with the reason on stderr. Under NNI
+    the run happens in a supervised child, so a run killed by a signal is FAILED too
+    (:func:`nni_bio._compat.supervise_trial`)."""
     from nni_bio import _compat
 
     _compat.filter_warnings()
+    _compat.supervise_trial(what)
     try:
         run_fn(args)
     except DivergenceError as exc:

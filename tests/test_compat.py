@@ -76,3 +76,71 @@ def test_worker_bin_python_answers_nnis_pip_upgrade_and_runs_everything_else(tmp
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == sys.prefix
 
+
+SUPERVISED = """
+import importlib.util, os, sys, time
+spec = importlib.util.spec_from_file_location("compat", {path!r})
+compat = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compat)
+compat.supervise_trial("test trial")
+print(os.getpid(), os.getppid(), flush=True)
+if sys.argv[1] == "exit3":
+    sys.exit(3)
+time.sleep(60)
+"""
+
+
+def supervised(tmp_path, mode: str, nni: bool = True):
+    """A process that calls supervise_trial as nni_bio.trial does, started as NNI would (NNI_TRIAL_JOB_ID)."""
+    import os
+    import subprocess
+
+    script = tmp_path / "supervised.py"
+    script.write_text(SUPERVISED.format(path=_compat.__file__))
+    env = {k: v for k, v in os.environ.items() if k != "NNI_TRIAL_JOB_ID"}
+    if nni:
+        env["NNI_TRIAL_JOB_ID"] = "test"
+    proc = subprocess.Popen([sys.executable, str(script), mode], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pid, ppid = map(int, proc.stdout.readline().split())
+    return proc, pid, ppid
+
+
+def test_supervised_trial_passes_the_exit_status_through(tmp_path):
+    proc, pid, ppid = supervised(tmp_path, "exit3")
+    assert ppid == proc.pid != pid  # the training runs in a child
+    assert proc.wait(timeout=30) == 3
+
+
+def test_supervised_trial_killed_by_a_signal_fails_with_the_reason_on_stderr(tmp_path):
+    import os
+    import signal
+
+    proc, pid, _ = supervised(tmp_path, "sleep")
+    os.kill(pid, signal.SIGKILL)  # e.g. the kernel's OOM killer
+    assert proc.wait(timeout=30) == 128 + signal.SIGKILL  # an exit status: NNI says FAILED, not USER_CANCELED
+    assert f"test trial FAILED: the training process {pid} was killed by SIGKILL" in proc.stderr.read()
+
+
+def test_supervised_trial_cancelled_by_nni_dies_of_the_signal_with_its_child(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc, pid, _ = supervised(tmp_path, "sleep")
+    proc.send_signal(signal.SIGINT)  # NNI's cancel / early stop
+    assert proc.wait(timeout=30) == -signal.SIGINT  # died of it: NNI still says USER_CANCELED / EARLY_STOPPED
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the training process {pid} outlived its cancelled trial")
+
+
+def test_outside_nni_the_trial_runs_in_the_same_process(tmp_path):
+    proc, pid, _ = supervised(tmp_path, "exit3", nni=False)
+    assert pid == proc.pid and proc.wait(timeout=30) == 3
