@@ -54,9 +54,15 @@ def accuracy_figure(arms: Mapping[str, Sequence[float]], path: Path, title: str)
         ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=10, color="black",
                    zorder=3)
     finite = [v for vs in arms.values() for v in vs]
-    if finite:
-        low = min(finite)
-        ax.set_ylim(max(0.0, low - 0.6 * (max(finite) - low + 0.01) - 0.02), min(1.0, max(finite) + 0.02))
+    if finite:  # zoom on the arms within 25 points of the best; an arm far below is labelled at the bottom
+        top = max(finite)
+        near = [v for v in finite if v >= top - 0.25]
+        low = max(0.0, min(near) - 0.6 * (top - min(near) + 0.01) - 0.02)
+        ax.set_ylim(low, min(1.0, top + 0.02))
+        for i, name in enumerate(names):
+            if arms[name] and float(np.mean(arms[name])) < low:
+                ax.text(i, low, f"{100 * float(np.mean(arms[name])):.1f} %\n(below axis)", ha="center", va="bottom",
+                        fontsize=7)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("final-epoch test accuracy")
     ax.set_title(title, fontsize=10)
@@ -155,24 +161,27 @@ def architecture_figure(arms: Mapping[str, Mapping[str, Any]], path: Path, title
                 axes[r][c].axis("off")
     else:
         width = max(len(arms[arm]["layers"]) for arm in names) if names else 1
-        fig, ax = plt.subplots(figsize=(max(5, 0.75 * width + 2), 0.45 * len(names) + 1.5))
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * width + 2), 0.42 * len(names) + 1.6))
         for r, arm in enumerate(names):
             for i, (layer, rule) in enumerate(arms[arm]["layers"].items()):
                 used.add(rule)
                 ax.add_patch(plt.Rectangle((i, -r - 0.4), 0.95, 0.8, color=colour(rule), ec="black", lw=0.4))
-                ax.text(i + 0.47, -r, layer, fontsize=5.5, ha="center", va="center",
+                sample = arms[arm]["genotype"].get("sample", {})
+                candidate = str(sample.get(layer.split(".")[0], ""))
+                op = parse_candidate(candidate)[0] if "@" in candidate else ""  # a rule-only choice names no op
+                ax.text(i + 0.47, -r, f"{layer}\n{op}" if op else layer, fontsize=5.5, ha="center", va="center",
                         color="white" if rule in ("backprop", "fa", "dfa", "kp", "brsf") else "black")
         ax.set_xlim(-0.1, width + 0.1)
-        ax.set_ylim(-len(names) + 0.4, 0.6)
+        ax.set_ylim(-len(names) + 0.45, 0.55)
         ax.set_yticks([-r for r in range(len(names))], names, fontsize=8)
         ax.set_xticks([])
         for side in ("top", "right", "bottom", "left"):
             ax.spines[side].set_visible(False)
         ax.set_xlabel("weight layers, input to output (layer names inside)", fontsize=8)
     legend = [Patch(color=colour(rule), label=rule or "no rule (parameter-free op)") for rule in sorted(used, key=str)]
-    fig.legend(handles=legend, loc="lower center", ncol=min(8, len(legend)), fontsize=8)
+    fig.legend(handles=legend, loc="lower center", ncol=min(4, len(legend)), fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.93))
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(legend) + 3) // 4), 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

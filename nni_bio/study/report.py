@@ -153,13 +153,16 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
               f"- Retraining from scratch with `nni-bio train`: {config.retrain.epochs} epochs, seeds "
               f"{config.retrain.seeds}, {json.dumps(config.retrain.args)}; the number is the **final-epoch test "
               f"accuracy** (never a best-epoch pick).",
-              f"- DARTS layer preset: {', '.join(sorted({r['preset'] for i in arms.values() for r in i['seeds'].values() if r and r.get('preset')})) or 'none (not a DARTS network)'} (`bio`: no backprop layer; `reference`: backprop stem, pre-processing, classifier, aux head).",  # noqa: E501
               f"- Attacks (`nni-bio attack`): {', '.join(config.attack.attacks)} at eps {config.attack.eps} on the first "
               f"{config.attack.num_images} test images; white-box attacks through the rule's own gradient and the "
               f"exact-gradient (bp) view.",
-              f"- Produced by `{command or 'nni-bio study ' + config.source}` ({_code_version(study_dir)}) on {machine}"
+              f"- Produced by `{_command(study_dir, command) or 'nni-bio study ' + config.source}` ({_code_version(study_dir)}) on {machine}"
               + (f" in {wall_seconds / 60:.1f} minutes of wall time" if wall_seconds else "") + f", "
               f"{time.strftime('%Y-%m-%d')}.", ""]
+    presets = sorted({r["preset"] for i in arms.values() for r in i["seeds"].values() if r.get("preset")})
+    if presets:
+        lines.insert(-2, f"- DARTS layer preset: {', '.join(presets)} (`bio`: no backprop layer anywhere; `reference`: "
+                     "the reference code's backprop stem, pre-processing, classifier and auxiliary head).")
     lines += ["## Accuracy", "", "| arm | rules | final-epoch test accuracy (mean +- std) | seeds | search: best val acc "
               "| search: trials | search: minutes |", "|---|---|---|---|---|---|---|"]
     for arm, info in arms.items():
@@ -172,6 +175,12 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         minutes = "-" if not s else f"{s.get('seconds', 0) / 60:.1f}"
         lines.append(f"| {arm} | {', '.join(info['rules'])} | {_pct(mean, std)} | {len(accuracies[arm])} | "
                      f"{best} | {n_trials} | {minutes} |")
+    twins = [(a, b) for i, a in enumerate(arms) for b in list(arms)[i + 1:] if accuracies[a] and
+             accuracies[a] == accuracies[b]]
+    for a, b in twins:
+        lines += ["", f"Arms `{a}` and `{b}` gave identical accuracies for every seed: they trained the same network "
+                  f"(see their architectures below; e.g. DFA and FA are the same rule in a network's last weight layer, "
+                  f"and a layer's feedback matrix is drawn from the same per-layer stream whatever its rule)."]
     lines += ["", "![accuracy](accuracy.png)", ""]
     broken = {arm: info["failures"] for arm, info in arms.items() if info["failures"]}
     if broken:
@@ -205,6 +214,12 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _command(study_dir: Path, command: str) -> str:
+    """The command that ran the study's stages (kept from the last run that ran any), not a report rebuild."""
+    record = study_dir / "command.txt"
+    return record.read_text().strip() if record.is_file() else command
 
 
 def _code_version(study_dir: Path) -> str:

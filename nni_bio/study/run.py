@@ -26,6 +26,8 @@ def run_study(config: StudyConfig, output: str | os.PathLike, *, jobs: int = 1, 
     started = time.time()
     tasks = plan(config, study_dir, say)
     if not report_only:
+        if command:
+            (study_dir / "command.txt").write_text(command + "\n")
         execute(tasks, jobs, progress=progress, say=say, retry_failed=retry_failed)
     wall = _wall_time(study_dir, time.time() - started if not report_only else 0.0)
     report = write_report(config, study_dir, Path(report_dir) if report_dir else study_dir / "report",
