@@ -214,6 +214,8 @@ def remote_config(tmp_path: Path, server: SshServer, *, trials: int, concurrency
         experimentWorkingDirectory=str(tmp_path / "experiments"),
         logLevel="debug",  # the manager's log then holds what the worker answered to each SSH command
     )
+    if "codeDirectory" in config["tuner"]:
+        config["tuner"]["codeDirectory"] = str(EXAMPLES)
     machines = config["trainingService"]["machineList"]
     assert len(machines) == 1 and machines[0]["pythonPath"] == f"{HOME_ON_EXAMPLE_WORKERS}/scripts/nni-worker/bin"
     config["trainingService"]["machineList"] = [server.machine(machines[0])]
