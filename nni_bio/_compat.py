@@ -13,6 +13,7 @@ import sys
 import warnings
 
 _applied = False
+_lean = False  # set by lean_trial()
 
 
 def filter_warnings() -> None:
@@ -172,6 +173,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def lean_trial() -> None:
+    """Make this process load only the part of NNI a multi-trial trial uses (call before anything
+    imports ``nni.nas``; ``python -m nni_bio.trial`` does).
+
+    A trial builds one architecture (``nni.nas.nn.pytorch``, ``nni.mutable``) and reports to NNI
+    (``nni.trial``). ``nni.nas`` would also import NNI's training framework, pytorch-lightning, and
+    with it torchmetrics, torchvision and ``torch._dynamo`` (seconds of start-up per trial); here NNI's
+    default framework becomes ``none`` (unless ``NNI_FRAMEWORK`` says otherwise), so
+    ``nni.nas.evaluator`` does not import it, and :func:`apply` leaves out the shim of NNI's ENAS
+    loader, whose module imports it too (only NNI's own ENAS strategy uses that loader, never in a
+    trial; :func:`patch_enas_concat_loader` still applies it on demand).
+    """
+    global _lean
+    _lean = True
+    if "NNI_FRAMEWORK" not in os.environ:
+        from nni.common.framework import set_default_framework
+
+        set_default_framework("none")
+
+
 def apply() -> None:
     """Apply every shim (idempotent). Import ``nni.nas`` only after this."""
     global _applied
@@ -180,7 +201,8 @@ def apply() -> None:
     filter_warnings()
     alias_gym_to_gymnasium()
     patch_raw_format_freeze()
-    patch_enas_concat_loader()
+    if not _lean:
+        patch_enas_concat_loader()
     _applied = True
 
 

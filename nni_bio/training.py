@@ -161,11 +161,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
             f"feedback B receives W's gradient, so B - W stays at its initial value and B never approaches W "
             f"(the rule then acts as feedback alignment with a drifting B). Set weight_decay > 0 (e.g. 3e-4).",
             stacklevel=2)
+    from nni_bio._optim import lean  # torch's optimizers, without importing torch._dynamo when nothing compiles
+
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return lean(torch.optim.SGD)(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return lean(torch.optim.Adam)(params, lr=config.lr, weight_decay=config.weight_decay)
     raise NniBioError(f"unknown optimizer {config.optimizer!r}: use 'sgd' or 'adam'")
 
 

@@ -113,18 +113,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device)
 
-    from torch.utils.tensorboard import SummaryWriter
+    writers: list = []  # TensorBoard's writer, made at the first report: its import is not start-up
 
-    with SummaryWriter(log_dir=str(output / "tensorboard")) as writer:
-        def report(m: EpochMetrics) -> None:
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-                writer.add_scalar(key.replace("_", "/", 1) if key != "lr" else "lr", getattr(m, key), m.epoch)
-            nni.report_intermediate_result({"default": m.val_acc, "val_loss": m.val_loss,
-                                            "train_acc": m.train_acc, "train_loss": m.train_loss})
-            print(f"epoch {m.epoch}: train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | "
-                  f"val loss {m.val_loss:.4f} acc {m.val_acc:.4f}", flush=True)
+    def tensorboard():
+        if not writers:
+            from torch.utils.tensorboard import SummaryWriter
 
+            writers.append(SummaryWriter(log_dir=str(output / "tensorboard")))
+        return writers[0]
+
+    def report(m: EpochMetrics) -> None:
+        writer = tensorboard()
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            writer.add_scalar(key.replace("_", "/", 1) if key != "lr" else "lr", getattr(m, key), m.epoch)
+        nni.report_intermediate_result({"default": m.val_acc, "val_loss": m.val_loss,
+                                        "train_acc": m.train_acc, "train_loss": m.train_loss})
+        print(f"epoch {m.epoch}: train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | "
+              f"val loss {m.val_loss:.4f} acc {m.val_acc:.4f}", flush=True)
+
+    try:
         result = train(model, train_set, val_set, config, on_epoch_end=report)
+    finally:
+        for writer in writers:
+            writer.close()
 
     final = {"default": result.final.val_acc, "val_loss": result.final.val_loss,
              "best_val_acc": result.best_val.val_acc, "best_val_epoch": result.best_val.epoch,
@@ -161,4 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from nni_bio import _compat
+
+    _compat.lean_trial()  # a trial process: nni.nas without pytorch-lightning (and all it imports)
     sys.exit(main())
