@@ -52,6 +52,16 @@ continues even without it. The relaunched trial does not report the restored epo
 kept them); a search resumed into another output folder reports and logs them first. Without
 ``--resume``, a checkpoint of another run in the folder is moved to ``checkpoint.previous.pt`` and a
 new search starts.
+
+**On a GPU.** ``--amp bf16`` (autocast) or ``--amp fp16`` (autocast, a GradScaler on the weight step,
+scaled architecture gradients), ``--channels-last`` (supernet and batches in channels-last memory
+format) and ``--partial-channels K`` (PC-DARTS' partial-channel edges, mixing the candidates of each
+DARTS cell edge on 1/K of its channels: about K times less memory for the op x rule supernet, as
+EG-NAS runs it) apply to every strategy; ``--partial-channels`` needs the DARTS space and a mixture
+strategy (darts, darts2, gumbel, egnas)::
+
+    python -m nni_bio.oneshot --strategy egnas --space darts --dataset cifar10 --epochs 50 \
+        --device cuda --amp bf16 --channels-last --partial-channels 4
 """
 
 from __future__ import annotations
@@ -72,7 +82,7 @@ from nni_bio.trial import run_as_trial
 _HPARAM_FLAGS = {
     "batch_size": int, "lr": float, "lr_min": float, "momentum": float, "weight_decay": float,
     "grad_clip": float, "train_portion": float, "train_limit": int, "arch_lr": float, "arch_gradient": str,
-    "warmup_epochs": int,
+    "warmup_epochs": int, "partial_channels": int,
 }
 
 
@@ -90,6 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "0 elsewhere; 0: no retraining)")
     for name, kind in _HPARAM_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"],
+                   help="mixed precision: bf16 (autocast) or fp16 (autocast and a GradScaler); default none")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="supernet and batches in channels-last memory format (GPUs with tensor cores)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a further strategy argument (VALUE read as JSON if it parses), e.g. --set population_size=20 "
                    "--set temperature=[1.0,0.5]; repeatable")
@@ -126,7 +140,8 @@ def resolve(args: argparse.Namespace, params: dict[str, Any]) -> tuple[str, dict
     if strategy is None:
         raise NniBioError("no strategy: run under nnictl with a 'strategy' parameter, or pass --strategy "
                           "(darts, darts2, gumbel, enas, egnas)")
-    hparams = {name: getattr(args, name) for name in _HPARAM_FLAGS if getattr(args, name) is not None}
+    hparams = {name: getattr(args, name) for name in (*_HPARAM_FLAGS, "amp", "channels_last")
+               if getattr(args, name, None) is not None}
     hparams.update(json.loads(args.hparams))
     for item in args.set:
         name, sep, value = item.partition("=")

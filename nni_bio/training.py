@@ -6,7 +6,8 @@ Rules that need the network's output error (DFA) are wired automatically.
 
 For longer runs (``nni-bio train``) the same loop also does, when asked:
 
-- mixed precision (``TrainConfig.amp``: ``bf16`` autocast, or ``fp16`` autocast with a GradScaler);
+- mixed precision (``TrainConfig.amp``: ``bf16`` autocast, or ``fp16`` autocast with a GradScaler)
+  and channels-last memory format (``TrainConfig.channels_last``);
 - scheduled drop path (``TrainConfig.drop_path_prob``: ``model.drop_path_prob`` rises linearly
   from 0, epoch by epoch, as in DARTS);
 - a checkpoint after every epoch (``checkpoint=PATH``), written atomically, with everything a
@@ -80,6 +81,7 @@ class TrainConfig:
     device: str = "cpu"
     num_workers: int = 0
     amp: str = "none"  # "none", "bf16" (autocast) or "fp16" (autocast + GradScaler)
+    channels_last: bool = False  # model and batches in channels-last memory format (GPU convolutions)
     drop_path_prob: float = 0.0  # final drop-path probability, reached linearly (needs model.drop_path_prob)
     progress: bool = False  # tqdm bars for epochs and batches
 
@@ -321,6 +323,9 @@ def train(
     torch.manual_seed(config.seed)
     device = config.device
     model = wire_rules(model.to(device))
+    memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     world = distributed_world_size()
     generator = torch.Generator().manual_seed(config.seed)
     drop_last = len(train_set) > config.batch_size
@@ -381,7 +386,8 @@ def train(
         seen, loss_sum, correct = 0, 0.0, 0
         batches = _progress(train_loader, enabled=config.progress and main, desc=f"epoch {epoch}", leave=False)
         for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True, memory_format=memory_format if x.dim() == 4 else torch.preserve_format)
+            y = y.to(device, non_blocking=True)
             with autocast:
                 output = net(x)
                 logits = main_output(output)

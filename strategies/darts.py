@@ -107,7 +107,7 @@ class DARTS(OneShotStrategy):
                 loss, grads = self._unrolled_gradient(x_train, y_train, x_arch, y_arch)
             else:
                 loss_t, _ = search.loss(x_arch, y_arch)
-                loss, grads = loss_t.item(), _grad(loss_t, alphas)
+                loss, grads = loss_t.item(), search.grads(loss_t, alphas)
         self.arch_optimizer.zero_grad(set_to_none=True)
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad
@@ -123,7 +123,7 @@ class DARTS(OneShotStrategy):
         try:
             # w' = w - xi * (momentum * buffer + grad + weight decay * w): one virtual SGD step
             loss_train, _ = search.loss(x_train, y_train)
-            grads = _grad(loss_train, weights)
+            grads = search.grads(loss_train, weights)
             group = search.optimizer.param_groups[0]
             with torch.no_grad():
                 for w, g in zip(weights, grads):
@@ -133,15 +133,15 @@ class DARTS(OneShotStrategy):
                         d = d + group["momentum"] * buffer
                     w.sub_(xi * d)
             loss_arch, _ = search.loss(x_arch, y_arch)
-            both = _grad(loss_arch, alphas + weights)
+            both = search.grads(loss_arch, alphas + weights)
             d_alpha, d_weights = both[:len(alphas)], both[len(alphas):]
             _restore(weights, backup)
             # finite-difference Hessian-vector product (d^2 L_train / d alpha d w) . grad_w' L_val
             eps = 0.01 / torch.cat([g.flatten() for g in d_weights]).norm().clamp_min(1e-12).item()
             _shift(weights, d_weights, eps)
-            grad_plus = _grad(search.loss(x_train, y_train)[0], alphas)
+            grad_plus = search.grads(search.loss(x_train, y_train)[0], alphas)
             _shift(weights, d_weights, -2 * eps)
-            grad_minus = _grad(search.loss(x_train, y_train)[0], alphas)
+            grad_minus = search.grads(search.loss(x_train, y_train)[0], alphas)
         finally:
             _restore(weights, backup)
         hessian = [(p - m) / (2 * eps) for p, m in zip(grad_plus, grad_minus)]
@@ -183,12 +183,6 @@ class GumbelDARTS(DARTS):
     def evaluating(self) -> Iterator[None]:
         with plain_softmax(self.search.model):
             yield
-
-
-def _grad(loss: Tensor, params: list[torch.nn.Parameter]) -> list[Tensor]:
-    """d loss / d params; zeros for parameters the loss does not reach (e.g. an unused candidate)."""
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
 def _shift(params: list[torch.nn.Parameter], direction: list[Tensor], scale: float) -> None:

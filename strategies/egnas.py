@@ -124,7 +124,8 @@ class EGNAS(OneShotStrategy):
                 "alpha_shift": float((best - mean).norm() * self.step_size)}
 
     def _evaluate(self, x: Tensor, y: Tensor) -> tuple[float, float]:
-        logits = main_output(self.search.model(x))
+        with self.search.autocast():
+            logits = main_output(self.search.model(x))
         return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
     def _fitness(self, candidate: Tensor, current: Tensor, sizes: list[int], x: Tensor, y: Tensor,

@@ -94,7 +94,7 @@ class ENAS(OneShotStrategy):
             return {}
         search, rewards = self.search, []
         for x, y in search.arch_loader:
-            x, y = x.to(search.device), y.to(search.device)
+            x, y = search.batch(x, y)
             self._sample(greedy=False)
             with torch.no_grad():  # training-mode BatchNorm: the path's own batch statistics, as NNI
                 reward = (search.loss(x, y)[1].argmax(1) == y).float().mean().item()

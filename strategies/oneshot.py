@@ -177,7 +177,7 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     random.seed(seed)
     space_cls = space_class(space)
     args = space_arguments(space_cls, dict(space_args or {}), dataset)
-    supernet = build_supernet(space_cls(**args), searcher.supernet_kind)
+    supernet = build_supernet(space_cls(**args), searcher.supernet_kind, partial_channels=config.partial_channels)
     wire_rules(supernet.model)  # rules needing the output error (DFA) get the bus
 
     train_set = get_dataset(dataset, "train", data_dir, seed=seed)
@@ -204,7 +204,7 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
         search.model.train()
         seen, loss_sum, correct = 0, 0.0, 0
         for x, y in search.train_loader:
-            x, y = x.to(search.device), y.to(search.device)
+            x, y = search.batch(x, y)
             loss, logits = searcher.step(x, y)
             seen += len(y)
             loss_sum += loss * len(y)
@@ -240,10 +240,13 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
 
 #: version of the one-shot checkpoint dict
 ONESHOT_CHECKPOINT_VERSION = 1
-#: settings a resumed search must share with its checkpoint (they shape the trajectory); the device
-#: and the loader workers may change
+#: settings a resumed search must share with its checkpoint (they shape the trajectory); the device,
+#: the loader workers and the memory format may change
 RESUME_KEYS = ("space", "strategy", "dataset", "space_args", "config", "hparams")
-_FREE_FIELDS = ("device", "num_workers")
+_FREE_FIELDS = ("device", "num_workers", "channels_last")
+#: config fields added after version 1 checkpoints existed, at their defaults: left out of the
+#: settings, so those checkpoints still resume
+_LATER_DEFAULTS = {("amp", "none"), ("partial_channels", 1)}
 
 
 def _run_settings(space: str, strategy: str, dataset: str, space_args: Mapping[str, Any] | None,
@@ -251,7 +254,8 @@ def _run_settings(space: str, strategy: str, dataset: str, space_args: Mapping[s
     """The search's settings as plain data (stored in checkpoints, compared on resume)."""
     plain = json.loads(json.dumps({
         "space": space, "strategy": strategy, "dataset": dataset, "space_args": dict(space_args or {}),
-        "config": {k: v for k, v in asdict(config).items() if k not in _FREE_FIELDS},
+        "config": {k: v for k, v in asdict(config).items()
+                   if k not in _FREE_FIELDS and (k, v) not in _LATER_DEFAULTS},
         "hparams": searcher.hparams()}, default=str))
     return plain
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from nni_bio.error_bus import main_output
-from nni_bio.training import DivergenceError, evaluate
+from nni_bio.training import AMP_DTYPES, DivergenceError, evaluate, scaled_backward
 
 from nni_bio.strategies.supernet import Supernet
 
@@ -50,6 +50,12 @@ class OneShotConfig:
         eval_derived: also measure the derived architecture inside the supernet (``derived_val_acc``).
         seed: seeds torch, numpy and Python's ``random`` and the data split.
         device: ``cpu`` or ``cuda``.
+        amp: ``none``, ``bf16`` (autocast) or ``fp16`` (autocast, a GradScaler for the weight step,
+            and architecture gradients taken from the loss scaled by the scaler's scale).
+        channels_last: the supernet and its input batches in channels-last memory format (faster
+            convolutions on GPUs with tensor cores, with ``amp``).
+        partial_channels: PC-DARTS' k: each cell edge mixes its candidates on 1/k of its channels
+            (:func:`~nni_bio.strategies.supernet.build_supernet`; DARTS space, mixture/gumbel supernets).
     """
 
     epochs: int = 50
@@ -65,6 +71,15 @@ class OneShotConfig:
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
+    amp: str = "none"
+    channels_last: bool = False
+    partial_channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, not {self.amp!r}")
+        if int(self.partial_channels) < 1:
+            raise ValueError(f"partial_channels must be >= 1, not {self.partial_channels!r}")
 
 
 @dataclass
@@ -95,6 +110,11 @@ class Search:
         self.supernet, self.config = supernet, config
         self.model = supernet.model.to(config.device)
         self.device = config.device
+        self.memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.device_type = torch.device(config.device).type
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=config.amp == "fp16")
         seed = config.seed
         self.train_loader = DataLoader(weight_set, batch_size=config.batch_size, shuffle=True,
                                        generator=torch.Generator().manual_seed(seed),
@@ -116,6 +136,16 @@ class Search:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A batch on the search's device (and in its memory format)."""
+        fmt = self.memory_format if x.dim() == 4 else torch.preserve_format
+        return x.to(self.device, memory_format=fmt), y.to(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision of ``config.amp`` for forward passes (a no-op without)."""
+        dtype = AMP_DTYPES[self.config.amp]
+        return torch.autocast(self.device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
     def next_arch_batch(self) -> tuple[Tensor, Tensor]:
         """The next batch of the architecture split (cycling through it)."""
         if self._arch_iter is None:
@@ -126,7 +156,7 @@ class Search:
             self._start_arch_pass()
             x, y = next(self._arch_iter)
         self._arch_taken += 1
-        return x.to(self.device), y.to(self.device)
+        return self.batch(x, y)
 
     def _start_arch_pass(self) -> None:
         self._arch_pass = self.arch_loader.generator.get_state()
@@ -143,7 +173,8 @@ class Search:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "train_generator": self.train_loader.generator.get_state(),
                 "arch_generator": self.arch_loader.generator.get_state(),
-                "arch_pass": self._arch_pass, "arch_taken": self._arch_taken if self._arch_iter is not None else -1}
+                "arch_pass": self._arch_pass, "arch_taken": self._arch_taken if self._arch_iter is not None else -1,
+                "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`. An architecture pass in progress is replayed up to where it was
@@ -153,6 +184,8 @@ class Search:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # fp16 AMP: the loss scale reached
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.train_loader.generator.set_state(state["train_generator"])
         self._arch_iter, self._arch_pass, self._arch_taken = None, None, 0
@@ -165,9 +198,27 @@ class Search:
         self.arch_loader.generator.set_state(state["arch_generator"])
 
     def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy of the supernet on a batch, and its logits."""
-        logits = main_output(self.model(x))
-        return F.cross_entropy(logits, y), logits
+        """Cross-entropy of the supernet on a batch (under ``config.amp``), and its logits."""
+        with self.autocast():
+            logits = main_output(self.model(x))
+            return F.cross_entropy(logits, y), logits
+
+    def grads(self, loss: Tensor, params: list[nn.Parameter]) -> list[Tensor]:
+        """d loss / d params (zeros for parameters the loss does not reach, e.g. an unused candidate).
+
+        Under fp16 AMP the backward runs on the loss scaled by the GradScaler's current scale (small
+        gradients would underflow in fp16) and the gradients are unscaled; if one is not finite, all
+        are returned as zeros (the architecture step is skipped, as GradScaler skips a weight step).
+        """
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        with scaled_backward(self.scaler):
+            grads = torch.autograd.grad(loss * scale if scale != 1.0 else loss, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        if scale == 1.0:
+            return grads
+        grads = [g / scale for g in grads]
+        finite = torch.stack([g.isfinite().all() for g in grads]).all()
+        return [torch.where(finite, g, torch.zeros_like(g)) for g in grads]  # no host sync
 
     def weight_step(self, x: Tensor, y: Tensor) -> tuple[float, Tensor]:
         """One SGD step on the weights (the architecture parameters are held fixed)."""
@@ -179,15 +230,19 @@ class Search:
                     f"the learning rate (now {self.lr:.3g}) or keep gradient clipping on (grad_clip="
                     f"{self.config.grad_clip}).")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with scaled_backward(self.scaler):
+                self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.supernet.weights, self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return loss.item(), logits.detach()
 
     def evaluate(self) -> tuple[float, float]:
         """Validation loss and accuracy of the supernet as it computes now (eval mode)."""
-        loss, acc = evaluate(self.model, self.val_loader, self.device)
+        with self.autocast():
+            loss, acc = evaluate(self.model, self.val_loader, self.device)
         self.model.train()
         return loss, acc
 
@@ -268,10 +323,12 @@ def recalibrated_evaluate(search: Search, batches: int) -> tuple[float, float]:
             m.momentum = None  # cumulative average
         search.model.train()
         with torch.no_grad():
-            for i, (x, _) in enumerate(search.train_loader):
+            for i, (x, y) in enumerate(search.train_loader):
                 if i >= batches:
                     break
-                search.model(x.to(search.device))
+                x, _ = search.batch(x, y)
+                with search.autocast():
+                    search.model(x)
         return search.evaluate()
     finally:
         for m, state, momentum in zip(bns, saved, momenta):

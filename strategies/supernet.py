@@ -9,6 +9,11 @@ primitive those strategies support works here too: ``LayerChoice`` (every ``rule
 * ``"gumbel"``: the same with Gumbel-softmax weights (GumbelDARTS; ``hard`` for one-hot forward).
 * ``"path"``: one sampled candidate per choice (ENAS); :meth:`Supernet.resample` picks the path.
 
+``partial_channels=k`` (PC-DARTS' K, Xu et al. 2020, arXiv 1907.05737, as EG-NAS uses it) makes
+every edge of a ``Cell`` mix its candidates on 1/k of the channels only: the ops are built k times
+narrower, the other channels bypass them (max-pooled on stride-2 edges) and a channel shuffle
+interleaves both, so the op x rule supernet needs about k times less memory for its mixed ops.
+
 Every edge of a differentiable cell mixes exactly one zero op, as in DARTS: NNI adds an implicit
 zero logit to each edge, which :func:`build_supernet` drops where the candidates already hold
 ``none`` (the DARTS space), so "no edge" is not weighed twice.
@@ -24,16 +29,19 @@ supernet for evaluating the derived architecture with the shared weights. The co
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nni_bio import nas as _nas  # noqa: F401  (applies nni_bio._compat before NNI is imported below)
 from nni_bio._registry import get_rule
 from nni_bio.layers import RuleLayer
 
+from nni.nas.nn.pytorch.cell import preprocess_cell_inputs  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.differentiable import (  # noqa: E402
     DifferentiableMixedCell, DifferentiableMixedInput, DifferentiableMixedLayer, GumbelSoftmax)
@@ -46,16 +54,89 @@ EXCLUDED_IN_CELL = (ZERO_OP,)
 _OFF = -1.0e4  # a logit whose softmax weight is exactly 0 in float32
 
 
-def build_supernet(space: nn.Module, kind: str) -> Supernet:
-    """Convert ``space`` (an NNI ``ModelSpace``, changed in place) into a one-shot supernet of ``kind``."""
+def build_supernet(space: nn.Module, kind: str, *, partial_channels: int = 1) -> Supernet:
+    """Convert ``space`` (an NNI ``ModelSpace``, changed in place) into a one-shot supernet of ``kind``.
+
+    ``partial_channels=k > 1``: partial-channel edges in every ``Cell`` (see the module docstring;
+    ``mixture`` and ``gumbel`` supernets of spaces whose cell op factories take the width as ``C``,
+    as the DARTS space's do).
+    """
     from nni.nas.strategy import DARTS, GumbelDARTS, RandomOneShot
 
     if kind not in KINDS:
         raise ValueError(f"supernet kind must be one of {KINDS}, not {kind!r}")
+    if partial_channels != 1:
+        _narrow_cell_ops(space, kind, partial_channels)
     converter = {"mixture": DARTS, "gumbel": GumbelDARTS, "path": RandomOneShot}[kind]()
     converter.mutate_model(space)
     _one_zero_op_per_edge(space)
+    if partial_channels != 1:
+        for m in space.modules():
+            if type(m) is DifferentiableMixedCell:
+                m.__class__ = PartialChannelMixedCell
+                m.partial_channels = partial_channels
     return Supernet(space, kind)
+
+
+def _narrow_cell_ops(space: nn.Module, kind: str, k: int) -> None:
+    """Make every ``Cell``'s op factories build ops of 1/k of their width (before NNI converts the cells)."""
+    from nni.nas.nn.pytorch import Cell
+
+    if kind == "path" or k < 1:
+        raise ValueError(f"partial_channels={k}: partial-channel edges need a mixture or gumbel supernet and k >= 1"
+                         + (f", not a {kind!r} one (a sampled path runs one candidate)" if kind == "path" else ""))
+    cells = [m for m in space.modules() if isinstance(m, Cell)]
+    if not cells:
+        raise ValueError(f"partial_channels={k}: the space has no Cell (partial channels apply to cell edges)")
+    for cell in cells:
+        factories = cell.op_candidates_factory
+        if not isinstance(factories, dict) or not all(
+                isinstance(f, functools.partial) and isinstance(f.keywords.get("C"), int) for f in factories.values()):
+            raise ValueError(f"partial_channels={k}: cell {cell.label!r} does not build its ops from factories taking "
+                             "the width as C (as the DARTS space's do)")
+        width = next(iter(factories.values())).keywords["C"]
+        if width % k:
+            raise ValueError(f"partial_channels={k} does not divide the {width} channels of cell {cell.label!r}")
+        cell.op_candidates_factory = {name: functools.partial(f.func, *f.args, **{**f.keywords, "C": width // k})
+                                      for name, f in factories.items()}
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet's channel shuffle: (N, g*c, H, W) -> channel ``i*g + j`` takes group ``j``'s channel ``i``."""
+    n, channels, h, w = x.shape
+    return x.view(n, groups, channels // groups, h, w).transpose(1, 2).reshape(n, channels, h, w)
+
+
+class PartialChannelMixedCell(DifferentiableMixedCell):
+    """NNI's differentiable cell with PC-DARTS edges: each edge mixes its (narrow) candidates on the
+    first 1/k of its input's channels, passes the rest through (max-pooled where the edge has stride
+    2), concatenates both and shuffles the channels in k groups. Set by :func:`build_supernet`."""
+
+    partial_channels: int
+
+    def forward(self, *inputs: list[Tensor] | Tensor) -> tuple[Tensor, ...] | Tensor:
+        k = self.partial_channels
+        processed_inputs = preprocess_cell_inputs(self.num_predecessors, *inputs)
+        states: list[Tensor] = self.preprocessor(processed_inputs)
+        for i, ops in enumerate(self.ops, start=self.num_predecessors):
+            current_state = []
+            for j in range(i):
+                x = states[j]
+                sampled, bypass = x[:, :x.size(1) // k], x[:, x.size(1) // k:]
+                op_results = torch.stack([op(sampled) for op in ops[j].values()])
+                op_weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
+                if op_weights.size(0) == op_results.size(0) + 1:  # NNI's implicit zero op (a cell without none)
+                    op_results = torch.cat((op_results, torch.zeros_like(op_results[:1])), 0)
+                mixed = torch.sum(op_results * op_weights.view(-1, *[1] * (op_results.dim() - 1)), 0)
+                if k == 1:
+                    current_state.append(mixed)
+                    continue
+                if mixed.shape[2:] != bypass.shape[2:]:
+                    bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
+                current_state.append(channel_shuffle(torch.cat([mixed, bypass], 1), k))
+            states.append(sum(current_state))
+        this_cell = torch.cat(states[self.num_predecessors:], self.concat_dim)
+        return self.postprocessor(this_cell, processed_inputs)
 
 
 def _one_zero_op_per_edge(model: nn.Module) -> None:
@@ -282,5 +363,5 @@ def set_gumbel(model: nn.Module, *, tau: float, hard: bool) -> None:
             m.tau, m.hard = tau, hard
 
 
-__all__ = ["KINDS", "Supernet", "build_supernet", "exact_feedback", "plain_softmax", "same_feedback_draw",
-           "set_gumbel"]
+__all__ = ["KINDS", "PartialChannelMixedCell", "Supernet", "build_supernet", "channel_shuffle", "exact_feedback",
+           "plain_softmax", "same_feedback_draw", "set_gumbel"]

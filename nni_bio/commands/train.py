@@ -83,6 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--auxiliary-weight", type=float, default=0.4)
     opt.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision (autocast; "
                      "fp16 adds a GradScaler)")
+    opt.add_argument("--channels-last", action="store_true", help="model and batches in channels-last memory "
+                     "format (faster convolutions on GPUs with tensor cores, with --amp)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     opt.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -162,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
                          lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma, momentum=args.momentum,
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                          label_smoothing=label_smoothing, auxiliary_weight=args.auxiliary_weight, seed=args.seed,
-                         device=device, num_workers=args.workers, amp=args.amp, drop_path_prob=args.drop_path,
+                         device=device, num_workers=args.workers, amp=args.amp, channels_last=args.channels_last,
+                         drop_path_prob=args.drop_path,
                          progress=progress)
     output = Path(args.output or Path("runs") / (args.name or default_name(args)))
     if progress:

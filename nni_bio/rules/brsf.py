@@ -89,6 +89,7 @@ class BatchwiseSignFeedback(Feedback):
         offset = _mix(self.seed, self.step) % (pool.numel() - n + 1)
         return pool[offset:offset + n].view(weight.shape)
 
+    @torch.compiler.disable  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         if training:
             self.step += 1
