@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # type-only: these modules import this one
     from nni_bio.rule import Feedback, LearningRule
 
 Needs = tuple[bool, bool, bool]
+#: whether autocast is on for any device type: one C call (torch.is_autocast_enabled(type) costs ten times more)
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 _SEED_BOUND = 2**63 - 1
 
 
@@ -58,10 +60,18 @@ class LinearOp(LayerOp):
         return F.linear(x, weight, bias)
 
     def grads(self, g: Tensor, x: Tensor, matrix: Tensor, needs: Needs) -> tuple[Tensor | None, ...]:
-        g2 = g.reshape(-1, g.shape[-1])
-        gx = (g2 @ matrix.to(g.dtype)).view(x.shape) if needs[0] else None
-        gw = g2.t() @ x.reshape(-1, x.shape[-1]).to(g.dtype) if needs[1] else None
-        gb = g2.sum(0) if needs[2] else None
+        flat = g.dim() != 2  # (..., features) inputs: the products run on (rows, features)
+        g2 = g.reshape(-1, g.shape[-1]) if flat else g
+        dtype = g.dtype
+        gx = gw = gb = None
+        if needs[0]:
+            gx = g2 @ (matrix if matrix.dtype == dtype else matrix.to(dtype))
+            gx = gx.view(x.shape) if flat else gx
+        if needs[1]:
+            x2 = x.reshape(-1, x.shape[-1]) if flat else x
+            gw = g2.t() @ (x2 if x2.dtype == dtype else x2.to(dtype))
+        if needs[2]:
+            gb = g2.sum(0)
         return gx, gw, gb
 
 
@@ -114,10 +124,10 @@ class _RuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, layer: RuleLayer) -> Tensor:
-        out = layer.op.forward(x, weight, bias)
-        ctx.layer_feedback, ctx.op, ctx.has_bias = layer.feedback, layer.op, bias is not None
-        saved_out = out if layer.feedback.needs_output else None
-        ctx.save_for_backward(x, feedback, saved_out)
+        fb, op = layer._modules["feedback"], layer.op
+        out = op.forward(x, weight, bias)
+        ctx.layer_feedback, ctx.op, ctx.has_bias = fb, op, bias is not None
+        ctx.save_for_backward(x, feedback, out if fb.needs_output else None)
         return out
 
     @staticmethod
@@ -188,12 +198,13 @@ class RuleLayer(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        fb = self.feedback
+        # nn.Module.__getattr__ is slow next to a plain dict lookup, and this runs for every layer and step
+        fb, params = self._modules["feedback"], self._parameters
+        master = weight = params["weight"] if "weight" in params else self.weight  # else: parametrized
+        bias = params["bias"] if "bias" in params else self.bias
         if fb.exact:
-            return self.op.forward(x, self.weight, self.bias)
-        master = weight = self.weight
-        bias = self.bias
-        autocast = torch.is_autocast_enabled(x.device.type)
+            return self.op.forward(x, weight, bias)
+        autocast = (_any_autocast() or torch.compiler.is_compiling()) and torch.is_autocast_enabled(x.device.type)
         if autocast:
             dtype = torch.get_autocast_dtype(x.device.type)
             x, weight = x.to(dtype), weight.to(dtype)
@@ -201,12 +212,12 @@ class RuleLayer(nn.Module):
         if not (torch.is_grad_enabled() and (x.requires_grad or master.requires_grad)):
             return self.op.forward(x, weight, bias)  # no backward can follow: skip the rule's work
         if not autocast:  # entering torch.autocast costs more Python than the rest of this call
-            return self._apply_rule(fb, x, weight, bias)
+            return self._apply_rule(fb, x, weight, bias, master)
         with torch.autocast(x.device.type, enabled=False):
-            return self._apply_rule(fb, x, weight, bias)
+            return self._apply_rule(fb, x, weight, bias, master)
 
-    def _apply_rule(self, fb: Feedback, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        matrix = fb.feedback_weight(self.weight, self.training)
+    def _apply_rule(self, fb: Feedback, x: Tensor, weight: Tensor, bias: Tensor | None, master: Tensor) -> Tensor:
+        matrix = fb.feedback_weight(master, self.training)
         if matrix.requires_grad and not self._rule.info.learned_feedback:
             raise RuleContractError(
                 f"rule {self.rule_name!r}: feedback_weight() returned a tensor that requires grad, so the "

@@ -64,17 +64,18 @@ class BatchwiseSignFeedback(Feedback):
     def __init__(self, seed: int):
         super().__init__()
         self.seed, self.step, self.draws = int(seed), 0, 1
-        self._pool: tuple[tuple, Tensor] | None = None
+        self._pool: tuple[tuple, Tensor, tuple[int, ...]] | None = None  # (key, pool, strides of W's shape)
         self._generator: torch.Generator | None = None
 
     def pool(self, weight: Tensor) -> Tensor:
         """The layer's pool of |Xavier-uniform| magnitudes, on the weight's device and in its dtype."""
-        key = (self.seed, tuple(weight.shape), weight.device, weight.dtype)
+        key = (self.seed, weight.shape, weight.device, weight.dtype)
         if self._pool is None or self._pool[0] != key:
             bound = 3.0 ** 0.5 * xavier_std(weight)
             generator = torch.Generator().manual_seed(self.seed)
             values = torch.empty(pool_size(weight.numel())).uniform_(-bound, bound, generator=generator).abs_()
-            self._pool = (key, values.to(device=weight.device, dtype=weight.dtype))
+            strides = torch.empty(weight.shape, device="meta").stride()  # of a contiguous tensor of W's shape
+            self._pool = (key, values.to(device=weight.device, dtype=weight.dtype), strides)
         return self._pool[1]
 
     def magnitude(self, weight: Tensor) -> Tensor:
@@ -87,14 +88,14 @@ class BatchwiseSignFeedback(Feedback):
             return xavier_like(weight, generator).abs_()
         pool, n = self.pool(weight), weight.numel()
         offset = _mix(self.seed, self.step) % (pool.numel() - n + 1)
-        return pool[offset:offset + n].view(weight.shape)
+        return pool.as_strided(weight.shape, self._pool[2], offset)
 
     @torch.compiler.disable  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         if training:
             self.step += 1
-        with torch.no_grad():
-            return torch.sign(weight, out=self.scratch(weight)).mul_(self.magnitude(weight))
+        magnitude = self.magnitude(weight)
+        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(magnitude)  # detached: no graph
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
                               missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:

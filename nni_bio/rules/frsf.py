@@ -20,8 +20,7 @@ class FixedMagnitudeSignFeedback(Feedback):
         self.register_buffer("magnitude", xavier_like(weight, generator).abs_())
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
-        with torch.no_grad():
-            return torch.sign(weight, out=self.scratch(weight)).mul_(self.magnitude)
+        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(self.magnitude)  # detached: no graph
 
 
 class FixedRandomSignFeedbackRule(LearningRule):

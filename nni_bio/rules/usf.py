@@ -20,8 +20,7 @@ class UniformSignFeedback(Feedback):
         self.scale = scale
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
-        with torch.no_grad():
-            return torch.sign(weight, out=self.scratch(weight)).mul_(self.scale)
+        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(self.scale)  # detached: no graph
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.4g}"
