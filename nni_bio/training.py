@@ -131,17 +131,18 @@ def _mirrored_parameters(model: nn.Module) -> set[int]:
     return {id(p) for m in learned_feedback_layers(model) for p in m.feedback.parameters()}
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> Tensor:
-    """``clip_grad_norm_`` over ``model``'s gradients, counting every gradient once.
+def clip_grad_norm(model: nn.Module, max_norm: float, parameters: list[nn.Parameter] | None = None) -> Tensor:
+    """``clip_grad_norm_`` over ``model``'s gradients (or ``parameters`` of it), counting every gradient once.
 
     A learned-feedback Parameter (Kolen-Pollack's B) holds a copy of W's gradient: it is left out of
     the norm (which would otherwise count W's gradient twice) and scaled by the same factor as
     everything else, so that B and W still receive the same update. Returns the total norm.
     """
     mirrored = _mirrored_parameters(model)
-    counted = [p for p in model.parameters() if id(p) not in mirrored]
+    parameters = list(model.parameters()) if parameters is None else list(parameters)
+    counted = [p for p in parameters if id(p) not in mirrored]
     norm = nn.utils.clip_grad_norm_(counted, max_norm)
-    copies = [p.grad for p in model.parameters() if id(p) in mirrored and p.grad is not None]
+    copies = [p.grad for p in parameters if id(p) in mirrored and p.grad is not None]
     if copies:
         coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # the factor clip_grad_norm_ applied
         for grad in copies:

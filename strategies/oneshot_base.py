@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from nni_bio.error_bus import main_output
-from nni_bio.training import AMP_DTYPES, DivergenceError, evaluate, scaled_backward
+from nni_bio.training import AMP_DTYPES, DivergenceError, clip_grad_norm, evaluate, scaled_backward
 
 from nni_bio.strategies.supernet import Supernet
 
@@ -234,7 +234,7 @@ class Search:
                 self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.supernet.weights, self.config.grad_clip)
+            clip_grad_norm(self.supernet.model, self.config.grad_clip, self.supernet.weights)  # KP's B counted once
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.item(), logits.detach()

@@ -105,3 +105,18 @@ def test_clipped_kp_feedback_keeps_w_update_so_b_minus_w_contracts():
         optimizer.step()
         gap = gap * (1 - config.lr * config.weight_decay)
     torch.testing.assert_close(layer.feedback.matrix.detach() - layer.weight.detach(), gap)
+
+
+def test_clipping_a_parameter_subset_counts_kps_mirrored_gradient_once():
+    """The one-shot loop clips only the supernet's weights: KP's B must still be counted once."""
+    import nni_bio
+    from nni_bio.training import clip_grad_norm
+
+    model = torch.nn.Sequential(nni_bio.get_rule("kp").linear(4, 3))
+    model(torch.randn(5, 4)).square().sum().backward()
+    layer = model[0]
+    exact = torch.cat([layer.weight.grad.flatten(), layer.bias.grad.flatten()]).norm()
+    norm = clip_grad_norm(model, 1e9, parameters=list(model.parameters()))
+    torch.testing.assert_close(norm, exact)
+    clip_grad_norm(model, float(exact) / 2, parameters=list(model.parameters()))
+    torch.testing.assert_close(layer.feedback.matrix.grad, layer.weight.grad)
