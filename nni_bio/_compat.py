@@ -173,6 +173,88 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+#: NNI 3.0's v3 training services (``remote``) seen through the v1 interface
+_V3_COMPAT_JS = ("training_service", "v3", "compat.js")
+_V3_PATCH_MARK = "nni-bio: parameters bound to their trial"
+#: (NNI's text, the patched text) in ``compat.js``; every piece must match exactly once
+_V3_PATCH = (
+    ("""        if (trialId === null) {
+            this.parameters.push(form.hyperParameters.value);
+        }
+        else {
+            this.allocatedParameters.set(trialId, form.hyperParameters.value);
+        }
+        while (trialId === null) {""",
+     """        // nni-bio: parameters bound to their trial (nni_bio/_compat.py, patch_v3_parameter_binding)
+        while (trialId === null) {"""),
+    ("""        let trial;
+        if (this.trialJobs[trialId] === undefined) {""",
+     """        if (this.nniBioWaiting.delete(trialId)) {
+            await this.v3.sendParameter(trialId, form.hyperParameters.value);
+        }
+        else {
+            this.allocatedParameters.set(trialId, form.hyperParameters.value);
+        }
+        let trial;
+        if (this.trialJobs[trialId] === undefined) {"""),
+    ("""            else if (this.parameters.length > 0) {
+                await this.v3.sendParameter(trialId, this.parameters.shift());
+            }
+            else {
+                logger.error('No parameters available');
+            }""",
+     """            else {
+                this.nniBioWaiting.add(trialId);
+            }"""),
+    ("""    allocatedParameters = new Map();
+""",
+     """    allocatedParameters = new Map();
+    nniBioWaiting = new Set();
+"""),
+)
+
+
+def nni_node_dir() -> str:
+    """The folder of NNI's manager (Node.js) that ``nnictl`` runs: ``nni_node`` next to ``nni``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nni_node")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nni_node (NNI's manager) is not installed")
+    return list(spec.submodule_search_locations)[0]
+
+
+def patch_v3_parameter_binding(node_dir: str | None = None) -> bool:
+    """NNI 3.0's remote training service gives each trial the parameters of the trial NNI recorded for it.
+
+    ``V3asV1`` (``nni_node/training_service/v3/compat.js``, the ``remote`` platform) queues every
+    submitted trial's parameters in one list and hands the head of that list to whichever trial asks
+    first (``request_parameter``). Trials started at about the same time (``trialConcurrency`` > 1, on
+    one worker or several) race: when the later one finishes starting up first, it trains the earlier
+    one's architecture, and the manager's records (REST API, web UI, ``nni-bio``'s results) pair each
+    trial with the other's parameters (the tuner, which gets the parameter id with the metric, is
+    not misled). Patched, the manager binds the parameters to the trial id ``createTrial`` returns,
+    and answers a trial that asks before that as soon as it is known. This edits NNI's installed
+    manager (a Node.js file no Python hook reaches); ``scripts/setup.sh`` runs it
+    (``python -m nni_bio._compat patch-nni-manager``). Idempotent: returns True when it changed the
+    file, False when it was patched already; raises RuntimeError when the file is not NNI 3.0's.
+    """
+    path = os.path.join(node_dir or nni_node_dir(), *_V3_COMPAT_JS)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if _V3_PATCH_MARK in text:
+        return False
+    for old, new in _V3_PATCH:
+        if text.count(old) != 1:
+            raise RuntimeError(f"{path} is not NNI {NNI_VERSION}'s: cannot bind trial parameters ({old.strip()[:60]!r})")
+        text = text.replace(old, new)
+    tmp = path + ".nni-bio-tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return True
+
+
 def lean_trial() -> None:
     """Make this process load only the part of NNI a multi-trial trial uses (call before anything
     imports ``nni.nas``; ``python -m nni_bio.trial`` does).
@@ -206,7 +288,12 @@ def apply() -> None:
     _applied = True
 
 
-if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard (scripts/nni-worker/bin/python)
-    if sys.argv[1:] != ["worker-pip-guard"]:
-        sys.exit("usage: python -m nni_bio._compat worker-pip-guard")
-    sys.exit(worker_pip_guard())
+if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard|patch-nni-manager
+    if sys.argv[1:] == ["worker-pip-guard"]:  # scripts/nni-worker/bin/python
+        sys.exit(worker_pip_guard())
+    if sys.argv[1:] == ["patch-nni-manager"]:  # scripts/setup.sh
+        changed = patch_v3_parameter_binding()
+        print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: remote trials get their own "
+              f"parameters ({os.path.join(nni_node_dir(), *_V3_COMPAT_JS)})")
+        sys.exit(0)
+    sys.exit("usage: python -m nni_bio._compat worker-pip-guard|patch-nni-manager")

@@ -15,7 +15,12 @@ stamp=.venv/.nni-bio-setup
 shopt -s nullglob
 plugins=(examples/plugins/*/pyproject.toml)
 want=$(cat constraints.txt pyproject.toml scripts/setup.sh "${plugins[@]}" | sha256sum | cut -d' ' -f1)
+# NNI 3.0's remote training service gives a trial whichever queued parameters come first; bind them
+# to their trial in NNI's installed manager (nni_bio/_compat.py, patch_v3_parameter_binding). Every
+# run: idempotent, and a reinstalled nni brings the unpatched file back.
+patch_nni() { .venv/bin/python -m nni_bio._compat patch-nni-manager >/dev/null; }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    patch_nni
     exit 0
 fi
 
@@ -36,4 +41,5 @@ if ! check=$(.venv/bin/pip check); then
         exit 1
     fi
 fi
+patch_nni
 echo "$want" > "$stamp"

@@ -144,3 +144,63 @@ def test_supervised_trial_cancelled_by_nni_dies_of_the_signal_with_its_child(tmp
 def test_outside_nni_the_trial_runs_in_the_same_process(tmp_path):
     proc, pid, _ = supervised(tmp_path, "exit3", nni=False)
     assert pid == proc.pid and proc.wait(timeout=30) == 3
+
+
+V3_RACE = """
+require('common/globals/unittest').resetGlobals();
+const { V3asV1 } = require('training_service/v3/compat');
+const sent = [];
+let onRequest;
+const v3 = {
+    init: async () => {}, start: async () => [{ id: 'env', type: 'hot', host: 'worker' }],
+    uploadDirectory: async () => {}, onRequestParameter: cb => { onRequest = cb; }, onMetric: () => {},
+    onTrialStart: () => {}, onTrialEnd: () => {}, onEnvironmentUpdate: () => {},
+    sendParameter: async (trialId, parameter) => { sent.push([trialId, parameter]); },
+    createTrial: async (_env, _command, _dir, seq) => {
+        if (seq === 1) { await onRequest('trial1'); }  // asks before the manager knows its id
+        return `trial${seq}`;
+    },
+};
+const ts = Object.create(V3asV1.prototype);  // the real methods, a fake v3 training service
+Object.assign(ts, { config: { trialCommand: 'python -m nni_bio.trial' }, v3, emitter: new (require('events'))(),
+    trialJobs: {}, parameters: [], allocatedParameters: new Map(), environments: [], lastEnvId: '',
+    nniBioWaiting: new Set(), startDeferred: { promise: Promise.resolve(), resolve: () => {} } });
+(async () => {
+    await ts.start();
+    for (const seq of [0, 1, 2]) {
+        await ts.submitTrialJob({ sequenceId: seq, hyperParameters: { value: `p${seq}`, index: 0 } });
+    }
+    await onRequest('trial2');  // the later trial finished starting up first
+    await onRequest('trial0');
+    console.log(JSON.stringify(sent));
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+def test_remote_trials_get_the_parameters_the_manager_records_for_them(tmp_path):
+    """NNI 3.0's V3asV1 handed queued parameters to whichever trial asked first; patched, each trial's own."""
+    import json
+    import os
+    import subprocess
+
+    node_dir = _compat.nni_node_dir()
+    _compat.patch_v3_parameter_binding()  # what scripts/setup.sh does; idempotent
+    assert _compat.patch_v3_parameter_binding() is False
+    script = tmp_path / "v3_race.js"
+    script.write_text(V3_RACE)
+    done = subprocess.run([os.path.join(node_dir, "node"), str(script)], cwd=node_dir, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "NODE_PATH": node_dir})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(json.loads(done.stdout.strip().splitlines()[-1])) == [
+        ["trial0", "p0"], ["trial1", "p1"], ["trial2", "p2"]]
+
+
+def test_v3_parameter_binding_refuses_a_manager_it_does_not_know(tmp_path):
+    import pytest
+
+    compat_js = tmp_path.joinpath(*_compat._V3_COMPAT_JS)
+    compat_js.parent.mkdir(parents=True)
+    compat_js.write_text("class V3asV1 {}\n")
+    with pytest.raises(RuntimeError, match="cannot bind trial parameters"):
+        _compat.patch_v3_parameter_binding(str(tmp_path))
+    assert compat_js.read_text() == "class V3asV1 {}\n"
