@@ -14,21 +14,36 @@ the upstream gradient is a fixed tensor.
 right batch size (10 classes), as ``nni_bio.enable_dfa`` would leave it. A rule that cannot build a
 layer kind (``softhebb`` on depthwise convs) shows ``n/a``.
 
+``--biotorch PATH`` adds, for every rule BioTorch 0.0.16 has (backprop, fa, usf, frsf, brsf, dfa), a
+second column per layer kind: BioTorch's layer of the same shape and weights, timed in the same
+interleaved samples against the same baseline. BioTorch is installed apart, without its pinned
+dependencies (it would downgrade torch), into a folder that only this flag puts on ``sys.path``::
+
+    .venv/bin/pip install --target /tmp/biotorch biotorch==0.0.16 --no-deps
+
+``--clock cpu`` times with the CPU time of the process (of the calling thread with ``--threads 1``)
+instead of wall time: on a machine shared with other jobs, time spent waiting for a CPU is not
+counted, so the ratios stay usable under load (use it with ``--threads 1``; with more threads,
+OpenMP's spin-waiting counts too).
+
 Usage:
     python benchmarks/rule_overhead.py                   # 2 threads, CPU, full sizes
     python benchmarks/rule_overhead.py --quick           # small sizes, few repeats (smoke test)
     python benchmarks/rule_overhead.py --rules 'fa,usf' --kinds linear --repeats 50 --times
+    python benchmarks/rule_overhead.py --threads 1 --clock cpu --biotorch /tmp/biotorch
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib
 import os
 import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,7 +56,9 @@ from nni_bio.errors import UnsupportedLayerError
 from nni_bio.layers import RuleLayer
 
 GOAL = 1.10
-GOAL_RULES = ("fa", "usf", "frsf", "kp")  # the rules the ratio goal is set for
+GOAL_RULES = ("brsf", "dfa", "fa", "frsf", "kp", "usf")  # every built-in rule; backprop is the noise row
+BIOTORCH_RULES = {"backprop": "backpropagation", "fa": "fa", "usf": "usf", "frsf": "frsf", "brsf": "brsf",
+                  "dfa": "dfa"}  # nni-bio name -> biotorch.layers module
 KINDS = ("linear", "conv3x3", "dw3x3", "dil3x3")
 NUM_CLASSES = 10
 
@@ -65,17 +82,46 @@ def _layers(kind: str, rule: str, s: Sizes) -> tuple[nn.Module, RuleLayer, tuple
         base, layer, shape = nn.Linear(s.features, s.features), r.linear(s.features, s.features), (s.batch, s.features)
     else:
         c = s.channels
-        kw = {"conv3x3": dict(padding=1), "dw3x3": dict(padding=1, groups=c),
-              "dil3x3": dict(padding=2, dilation=2)}[kind]
-        base, layer = nn.Conv2d(c, c, 3, **kw), r.conv2d(c, c, 3, **kw)
+        base, layer = nn.Conv2d(c, c, 3, **_conv_args(kind, c)), r.conv2d(c, c, 3, **_conv_args(kind, c))
         shape = (s.batch, c, s.image, s.image)
-    with torch.no_grad():
-        base.weight.copy_(layer.weight)
-        base.bias.copy_(layer.bias)
+    _copy_weights(layer, base)
     if nni_bio.get_rule(rule).info.needs_global_error:
         layer.bus = ErrorBus()
         layer.bus.error = torch.randn(s.batch, NUM_CLASSES)
     return base, layer, shape
+
+
+def _conv_args(kind: str, channels: int) -> dict[str, int]:
+    return {"conv3x3": dict(padding=1), "dw3x3": dict(padding=1, groups=channels),
+            "dil3x3": dict(padding=2, dilation=2)}[kind]
+
+
+def _copy_weights(source: nn.Module, target: nn.Module) -> None:
+    with torch.no_grad():
+        target.weight.copy_(source.weight)
+        target.bias.copy_(source.bias)
+
+
+def _biotorch_layer(kind: str, rule: str, s: Sizes, like: RuleLayer) -> nn.Module | None:
+    """BioTorch's layer for ``rule`` with ``like``'s shape and weights; None where BioTorch has no
+    such rule or cannot build the layer (its DFA conv cannot be grouped)."""
+    if rule not in BIOTORCH_RULES:
+        return None
+    module = importlib.import_module(f"biotorch.layers.{BIOTORCH_RULES[rule]}")
+    extra = {"output_dim": NUM_CLASSES, "layer_config": {}} if rule == "dfa" else {}
+    if kind == "linear":
+        layer = module.Linear(s.features, s.features, **extra)
+    else:
+        args = _conv_args(kind, s.channels)
+        if rule == "dfa" and args.get("groups", 1) != 1:
+            return None
+        layer = module.Conv2d(s.channels, s.channels, kernel_size=3, **args, **extra)
+    _copy_weights(like, layer)
+    if rule == "dfa":  # what BioTorch's DFA model wrapper sets before the backward
+        layer.loss_gradient = like.bus.error
+    # BioTorch's DFA uses a module backward hook of the deprecated kind; torch warns at every call
+    warnings.filterwarnings("ignore", message="Using a non-full backward hook", category=FutureWarning)
+    return layer
 
 
 def _step_fn(module: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
@@ -90,19 +136,21 @@ def _step_fn(module: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
     return step
 
 
-def _time(step: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def _time(step: Callable[[], None], clock: Callable[[], float]) -> float:
+    start = clock()
     step()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def _sample(steps: list[Callable[[], None]], inner: int) -> tuple[list[float], list[float]]:
-    """Seconds of ``inner`` baseline steps and ``inner`` rule steps, interleaved step by step
-    (A B B A A B ...): a burst of outside load hits both sides alike."""
-    times: tuple[list[float], list[float]] = ([], [])
+def _sample(steps: list[Callable[[], None]], inner: int, clock: Callable[[], float]) -> list[list[float]]:
+    """Seconds of ``inner`` steps of each layer, interleaved step by step in an order that rotates
+    and reverses (A B C, C B A, B C A, ...): a burst of outside load hits every layer alike."""
+    times: list[list[float]] = [[] for _ in steps]
+    order = list(range(len(steps)))
     for k in range(inner):
-        for which in ((0, 1) if k % 2 == 0 else (1, 0)):
-            times[which].append(_time(steps[which]))
+        turn = order[k % len(order):] + order[:k % len(order)]
+        for which in (turn if k % 2 == 0 else reversed(turn)):
+            times[which].append(_time(steps[which], clock))
     return times
 
 
@@ -114,28 +162,39 @@ class Result:
     rule_ms: float
 
 
-def measure(kind: str, rule: str, s: Sizes, repeats: int, target_s: float) -> Result | None:
-    """Time one (rule, layer kind) cell; None if the rule cannot build that layer."""
+def measure(kind: str, rule: str, s: Sizes, repeats: int, target_s: float,
+            clock: Callable[[], float] = time.perf_counter,
+            biotorch: bool = False) -> tuple[Result | None, Result | None]:
+    """Time one (rule, layer kind) cell: nni-bio's layer and, with ``biotorch``, BioTorch's, each
+    against the plain torch layer. None where a library cannot build that layer."""
     try:
         base, layer, shape = _layers(kind, rule, s)
     except UnsupportedLayerError:
-        return None
-    layer.train()
+        return None, None
+    bio = _biotorch_layer(kind, rule, s, layer) if biotorch else None
+    modules = [base, layer] + ([bio] if bio is not None else [])
+    for module in modules:
+        module.train()
     x = torch.randn(shape, requires_grad=True)
     with torch.no_grad():
         grad = torch.randn_like(base(x))
-    steps = [_step_fn(base, x, grad), _step_fn(layer, x, grad)]
+    steps = [_step_fn(module, x, grad) for module in modules]
     for step in steps * 3:  # warm-up: allocator, kernels, lazy rule state
         step()
-    inner = max(1, round(target_s / min(_time(steps[0]) for _ in range(3))))
-    ratios, per_step = [], ([], [])
+    inner = max(2, round(target_s / min(_time(steps[0], clock) for _ in range(3))))
+    ratios: list[list[float]] = [[] for _ in modules]
+    per_step: list[list[float]] = [[] for _ in modules]
     for _ in range(repeats):
-        base_t, rule_t = _sample(steps, inner)
-        ratios.append(sum(rule_t) / sum(base_t))
-        per_step[0].extend(base_t)
-        per_step[1].extend(rule_t)
-    return Result(statistics.median(ratios), min(per_step[1]) / min(per_step[0]),
-                  1e3 * statistics.median(per_step[0]), 1e3 * statistics.median(per_step[1]))
+        times = _sample(steps, inner, clock)
+        for i, t in enumerate(times):
+            ratios[i].append(sum(t) / sum(times[0]))
+            per_step[i].extend(t)
+
+    def result(i: int) -> Result:
+        return Result(statistics.median(ratios[i]), min(per_step[i]) / min(per_step[0]),
+                      1e3 * statistics.median(per_step[0]), 1e3 * statistics.median(per_step[i]))
+
+    return result(1), (result(2) if bio is not None else None)
 
 
 def _select(names: list[str], patterns: str | None) -> list[str]:
@@ -159,10 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="median: median over samples of the time ratio (default); min: fastest rule step / "
                              "fastest baseline step (less sensitive to a busy machine)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time (default); cpu: CPU time of the process (of the thread with "
+                             "--threads 1), which leaves out time spent waiting for a busy machine's CPUs")
+    parser.add_argument("--biotorch", metavar="PATH", default=None,
+                        help="folder holding BioTorch 0.0.16 (pip install --target PATH biotorch==0.0.16 --no-deps): "
+                             "adds a BioTorch column per layer kind")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    clock = time.perf_counter if args.clock == "wall" else (
+        time.thread_time if args.threads == 1 else time.process_time)
+    if args.biotorch:
+        sys.path.insert(0, os.path.abspath(args.biotorch))
+        try:
+            import biotorch  # noqa: F401
+        except ImportError as err:
+            parser.error(f"cannot import biotorch from {args.biotorch} ({err}); install it there with "
+                         f".venv/bin/pip install --target {args.biotorch} biotorch==0.0.16 --no-deps")
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or (5 if args.quick else 21)
     target = (args.target_ms or (10.0 if args.quick else 60.0)) / 1e3
@@ -174,21 +248,28 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"# torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, CPU; "
           f"linear {sizes.batch}x{sizes.features}->{sizes.features}; conv batch {sizes.batch}, "
-          f"{sizes.channels} channels, {sizes.image}x{sizes.image}; {repeats} repeats; "
+          f"{sizes.channels} channels, {sizes.image}x{sizes.image}; {repeats} repeats; {args.clock} clock; "
           + ("fastest rule step / fastest BP step" if args.stat == "min" else "median rule/BP time per step"))
-    header = ["rule"] + kinds
-    rows, misses = [], []
+    header = ["rule"] + [h for kind in kinds for h in ([kind, f"{kind} BioTorch"] if args.biotorch else [kind])]
+    rows, misses, comparisons = [], [], []
     for rule in rules:
         cells = []
         for kind in kinds:
-            result = measure(kind, rule, sizes, repeats, target)
-            if result is None:
-                cells.append("n/a")
-                continue
-            ratio = result.min_ratio if args.stat == "min" else result.median_ratio
-            cells.append(f"{ratio:.2f}" + (f" ({result.base_ms:.2f}/{result.rule_ms:.2f} ms)" if args.times else ""))
-            if rule in GOAL_RULES and ratio > GOAL:
-                misses.append(f"{rule}/{kind} {ratio:.2f}")
+            ours, bio = measure(kind, rule, sizes, repeats, target, clock, biotorch=bool(args.biotorch))
+            for result, library in ((ours, "nni-bio"), (bio, "BioTorch")):
+                if library == "BioTorch" and not args.biotorch:
+                    continue
+                if result is None:
+                    cells.append("n/a" if library == "nni-bio" or rule in BIOTORCH_RULES else "-")
+                    continue
+                ratio = result.min_ratio if args.stat == "min" else result.median_ratio
+                times = f" ({result.base_ms:.2f}/{result.rule_ms:.2f} ms)" if args.times else ""
+                cells.append(f"{ratio:.2f}{times}")
+                if library == "nni-bio" and rule in GOAL_RULES and ratio > GOAL:
+                    misses.append(f"{rule}/{kind} {ratio:.2f}")
+            if ours is not None and bio is not None and rule != "backprop":  # backprop: plain torch in both
+                pick = (lambda r: r.min_ratio) if args.stat == "min" else (lambda r: r.median_ratio)
+                comparisons.append((rule, kind, pick(ours), pick(bio)))
         rows.append([rule] + cells)
         print(f"  measured {rule}", file=sys.stderr, flush=True)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -203,6 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     elif goal:
         verdict = "met" if not misses else "missed: " + ", ".join(misses)
         print(f"# goal <= {GOAL:.2f} for {', '.join(goal)}: {verdict}")
+    if args.biotorch:
+        # the noise of the run: how far the backprop row (the same plain layer on both sides) strays from 1
+        noise = max([abs(float(c.split()[0]) - 1) for c in rows[rules.index("backprop")][1::2]
+                     if c not in ("n/a", "-")] if "backprop" in rules else [0.0])
+        slower = [f"{r}/{k} {a:.2f} vs {b:.2f}" for r, k, a, b in comparisons if a > b + max(noise, 0.02)]
+        close = [f"{r}/{k}" for r, k, a, b in comparisons if b < a <= b + max(noise, 0.02)]
+        print(f"# nni-bio slower than BioTorch by more than the noise ({max(noise, 0.02):.2f}, backprop row): "
+              + ("on no cell" if not slower else ", ".join(slower))
+              + (f"; within the noise: {', '.join(close)}" if close else ""))
     return 0
 
 
