@@ -13,6 +13,8 @@ primitive those strategies support works here too: ``LayerChoice`` (every ``rule
 every edge of a ``Cell`` mix its candidates on 1/k of the channels only: the ops are built k times
 narrower, the other channels bypass them (max-pooled on stride-2 edges) and a channel shuffle
 interleaves both, so the op x rule supernet needs about k times less memory for its mixed ops.
+PC-DARTS' second part, edge normalization (a learned weight per incoming edge of a node), is not
+implemented: nodes sum their edges as DARTS does, bypassed channels included.
 
 Every edge of a differentiable cell mixes exactly one zero op, as in DARTS: NNI adds an implicit
 zero logit to each edge, which :func:`build_supernet` drops where the candidates already hold
