@@ -61,6 +61,7 @@ def weight_counts(model: nn.Module) -> dict[str, int]:
                 if p is not None and p.requires_grad:
                     counts[module.rule_name] += p.numel()
                     in_rule_layers.add(id(p))
+            in_rule_layers.update(id(p) for p in module.feedback.parameters())  # learned feedback (KP's B): not a weight
     counts["other"] = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in in_rule_layers)
     return dict(sorted(counts.items()))
 

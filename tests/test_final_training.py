@@ -186,3 +186,11 @@ def test_bad_arguments_leave_no_output_folder(tmp_path):
         run_final_training(fixed_spec("tiny-cnn"), dataset="cifar10", data_dir=str(tmp_path / "none"), output=out,
                            config=TrainConfig(epochs=1), log=quiet)
     assert not out.exists()
+
+
+def test_weights_per_rule_do_not_count_kps_feedback_matrix():
+    import nni_bio
+    from nni_bio.final_training import weight_counts
+
+    model = torch.nn.Sequential(nni_bio.get_rule("kp").linear(4, 3), torch.nn.BatchNorm1d(3))
+    assert weight_counts(model) == {"kp": 4 * 3 + 3, "other": 2 * 3}

@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from nni_bio.robustness import eps_label
 from nni_bio.study import figures, stages
 from nni_bio.study.config import StudyConfig
 from nni_bio.study.statistics import compare, mean_std
@@ -95,6 +96,7 @@ def _curves(config: StudyConfig, arms: dict[str, dict[str, Any]]):
 def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall_seconds: float | None = None,
                  command: str = "") -> Path:
     """Write the report files into ``report_dir``; return the Markdown file's path."""
+    from nni_bio.final_training import weight_counts
     from nni_bio.model_spec import build_model, genotype_spec
     from nni_bio.swap import rule_map
 
@@ -135,9 +137,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         spec = genotype_spec(genotype, width=config.retrain.args.get("width"), cells=config.retrain.args.get("cells"))
         model = build_model(spec, config.dataset)
         drawn[arm] = {"genotype": genotype, "layers": rule_map(model)}
-        first = next(iter(info["seeds"].values()), None)
-        if first:
-            counts[arm] = first["weights_per_rule"]
+        counts[arm] = weight_counts(model)
     if drawn:
         figures.architecture_figure(drawn, report_dir / "architectures.png", f"{config.name}: found architectures")
     if counts:
@@ -170,7 +170,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         mean, std = mean_std(accuracies[arm])
         trials = s.get("trials", [])
         n_trials = f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}" if trials else (
-            s.get("note", "one-shot") if s else "-")
+            "none: 1 architecture" if s.get("architectures") == 1 else "one-shot" if s else "-")
         best = "-" if s.get("best_val_acc") is None else f"{s['best_val_acc']:.4f}"
         minutes = "-" if not s else f"{s.get('seconds', 0) / 60:.1f}"
         lines.append(f"| {arm} | {', '.join(info['rules'])} | {_pct(mean, std)} | {len(accuracies[arm])} | "
@@ -193,7 +193,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         for (attack, gradient), per_arm in curves.items():
             eps = sorted({e for v in per_arm.values() for e in v[0]})
             lines += [f"**{attack.upper()}, gradient {gradient}**", "",
-                      "| arm | " + " | ".join(f"eps {e:g}" for e in eps) + " |", "|---|" + "---|" * len(eps)]
+                      "| arm | " + " | ".join(f"eps {eps_label(e)}" for e in eps) + " |", "|---|" + "---|" * len(eps)]
             for arm, (es, means, stds) in per_arm.items():
                 cells = {e: f"{m:.3f} +- {s:.3f}" for e, m, s in zip(es, means, stds)}
                 lines.append(f"| {arm} | " + " | ".join(cells.get(e, "") for e in eps) + " |")
