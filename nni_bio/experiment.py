@@ -318,6 +318,8 @@ def wait(client: RestClient, max_trials: int | None, timeout: float | None = Non
     last_answer = time.monotonic()
     shown: dict[str, int] = {}  # one-shot: epochs already printed per trial
     closed: set[str] = set()  # one-shot: finished trials whose metrics were read after they ended
+    log: ManagerLog | None = None
+    lost: tuple[str, float] | None = None  # a lost-worker line, and since when no trial runs
     try:
         while True:
             try:
@@ -331,6 +333,15 @@ def wait(client: RestClient, max_trials: int | None, timeout: float | None = Non
                 time.sleep(poll)
                 continue
             last_answer = time.monotonic()
+            if log is None:
+                log = ManagerLog.of(client)
+            for line in log.check():
+                (tqdm.write if progress else print)(f"warning: NNI lost a remote worker: {line}", file=sys.stderr)
+                lost = lost or (line, time.monotonic())
+            if lost and any(t.status in ("RUNNING", "WAITING", "UNKNOWN") for t in trials):
+                lost = (lost[0], time.monotonic())  # other workers carry on: wait for the experiment as usual
+            elif lost and status.get("status") == "RUNNING" and time.monotonic() - lost[1] > STALLED_AFTER:
+                raise ExperimentError(log.stalled_message(lost[0]))
             finished = [t for t in trials if t.status in FINISHED]
             scores = [t.score for t in finished if t.score is not None]
             if oneshot:
@@ -352,6 +363,50 @@ def wait(client: RestClient, max_trials: int | None, timeout: float | None = Non
             time.sleep(poll)
     finally:
         bar.close()
+
+
+#: seconds with a lost worker and no trial running or waiting before the follower gives up
+STALLED_AFTER = 60.0
+
+
+class ManagerLog:
+    """Watches ``nnimanager.log`` for what NNI 3.0 reports nowhere else: a remote worker it lost.
+
+    NNI then marks the worker's running trials USER_CANCELED, starts no new trial and keeps the
+    experiment RUNNING for ever (its manager loop is blocked); the only reason is this log line.
+    """
+
+    LOST_WORKER = "Failed to recover worker"
+
+    def __init__(self, path: Path | None, experiment_id: str = "?"):
+        self.path, self.experiment_id, self.offset = path, experiment_id, 0
+
+    @classmethod
+    def of(cls, client: RestClient) -> ManagerLog:
+        try:
+            info = client.get("experiment")
+            params = info.get("params") or {}
+        except Exception:  # noqa: BLE001  (no such endpoint or an odd answer: nothing to watch)
+            return cls(None)
+        root = Path(os.path.expanduser(params.get("experimentWorkingDirectory") or "~/nni-experiments"))
+        return cls(root / str(info.get("id")) / "log" / "nnimanager.log", str(info.get("id")))
+
+    def check(self) -> list[str]:
+        """The lost-worker lines the manager logged since the last check."""
+        if self.path is None or not self.path.is_file():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            text = f.read().decode(errors="replace")
+        cut = text.rfind("\n") + 1  # keep a half-written last line for the next check
+        self.offset += len(text[:cut].encode())
+        return [line.strip()[-300:] for line in text[:cut].splitlines() if self.LOST_WORKER in line]
+
+    def stalled_message(self, line: str) -> str:
+        return (f"NNI lost a remote worker and runs no trial since: {line}. The worker's running trials were "
+                f"cancelled (USER_CANCELED) and NNI 3.0 starts no new trial without a worker. Bring the worker back, "
+                f"then `nnictl stop {self.experiment_id}` and `nnictl resume {self.experiment_id}` (finished trials "
+                "are kept); see examples/README.md, 'Remote machines'.")
 
 
 def _show_oneshot_epochs(client: RestClient, trials: list[Trial], epochs: int, shown: dict[str, int],

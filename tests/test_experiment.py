@@ -407,3 +407,42 @@ def test_attach_follows_a_running_one_shot_experiment_to_its_best_architecture(t
         assert "architecture (slot: op @ learning rule):" in out and f"experiment {exp_id} stopped" in out
     finally:
         ex.stop(exp_id)
+
+
+def test_the_follower_reports_a_lost_remote_worker_from_the_managers_log(tmp_path, monkeypatch, capsys):
+    """NNI 3.0 cancels a lost worker's trials and waits for ever; only nnimanager.log says why."""
+    from nni_bio import experiment
+    from nni_bio.experiment import ExperimentError, ManagerLog, wait
+
+    monkeypatch.setattr(experiment, "STALLED_AFTER", 0.0)
+    log_file = tmp_path / "exp1" / "log" / "nnimanager.log"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_text("[INFO] started\n")
+
+    class Client:
+        base = "fake"
+        polls = 0
+        running = True  # another worker still runs a trial
+
+        def get(self, endpoint):
+            assert endpoint == "experiment"
+            return {"id": "exp1", "params": {"experimentWorkingDirectory": str(tmp_path)}}
+
+        def status(self):
+            self.polls += 1
+            if self.polls == 3:
+                with log_file.open("a") as f:
+                    f.write("[ERROR] (RemoteV3) Failed to recover worker 10.0.0.7: Error: connect ECONNREFUSED\n")
+            if self.polls == 6:
+                self.running = False  # ... until it ends and no worker is left
+            return {"status": "RUNNING"}
+
+        def trials(self):
+            return [experiment.Trial("t1", "RUNNING" if self.running else "SUCCEEDED", {}, None)]
+
+    client = Client()
+    with pytest.raises(ExperimentError, match="lost a remote worker and runs no trial.*10.0.0.7.*nnictl resume exp1"):
+        wait(client, 2, None, progress=False, poll=0)
+    assert client.polls == 6  # warned at poll 3, went on while a trial ran, gave up once none did
+    assert capsys.readouterr().err.count("warning: NNI lost a remote worker") == 1
+    assert ManagerLog(None).check() == []

@@ -133,7 +133,7 @@ def test_a_killed_manager_is_resumed_without_losing_a_finished_trial(faults):
     assert faults.after_resume[3].status == "SUCCEEDED" and 0 <= faults.after_resume[3].score <= 1
 
 
-def test_an_ssh_worker_that_disappears(tmp_path):
+def test_an_ssh_worker_that_disappears(tmp_path, monkeypatch):
     """sshd stopped: the trials go on (they talk to the manager over NNI's own channel). The machine gone:
     its running trial ends USER_CANCELED, nnimanager.log says why, and NNI 3.0 waits for a worker that
     never comes back (its one reconnection fails): the experiment stays RUNNING, starts no other trial,
@@ -161,6 +161,12 @@ def test_an_ssh_worker_that_disappears(tmp_path):
         assert "Failed to recover worker 127.0.0.1: Error: connect ECONNREFUSED" in log
         time.sleep(10)
         assert client.status()["status"] == "RUNNING" and sorted(by_sequence(client)) == [0, 1]
+        # nni-bio search's follower says why and what to do, instead of waiting for ever
+        from nni_bio import experiment
+
+        monkeypatch.setattr(experiment, "STALLED_AFTER", 2.0)
+        with pytest.raises(experiment.ExperimentError, match=f"lost a remote worker.*nnictl resume {experiment_id}"):
+            experiment.wait(client, 3, 120, progress=False, poll=0.5)
         assert nnictl("stop", experiment_id).returncode == 0
     finally:
         nnictl.stop_all()
