@@ -93,27 +93,18 @@ class TrialSpace:
 def trial_space(config: dict[str, Any]) -> TrialSpace | None:
     """Space, data set and space arguments of the config's ``nni_bio.trial`` command; ``None`` for any
     other trial command (a one-shot trial builds its own space)."""
-    try:
-        words = shlex.split(str(config.get("trialCommand", "")))
-    except ValueError as exc:
-        raise ExperimentError(f"trialCommand is not a valid shell command: {exc}") from exc
-    while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
-        words = words[1:]
-    if words[1:3] != ["-m", "nni_bio.trial"]:
-        return None
-    from nni_bio.trial import parse_args
+    from nni_bio.preflight import parse_trial_command
 
     try:
-        args = parse_args(words[3:])
-    except SystemExit as exc:  # argparse has printed why
-        raise ExperimentError(f"trialCommand: `python3 -m nni_bio.trial` does not accept {words[3:]}") from exc
-    try:
-        space_args = json.loads(args.space_args)
-    except json.JSONDecodeError as exc:
-        raise ExperimentError(f"trialCommand: --space-args {args.space_args!r} is not JSON: {exc}") from exc
-    if not isinstance(space_args, dict):
-        raise ExperimentError(f"trialCommand: --space-args must be a JSON object, got {args.space_args!r}")
-    return TrialSpace(args.space, args.dataset, space_args, args.space_args)
+        command = parse_trial_command(str(config.get("trialCommand", "")))
+        if command is None or command.oneshot:
+            return None
+        space_args = command.space_args()
+    except ExperimentError:
+        raise
+    except NniBioError as exc:
+        raise ExperimentError(str(exc)) from exc
+    return TrialSpace(command.args.space, command.args.dataset, space_args, command.args.space_args)
 
 
 def space_file_format(config: dict[str, Any]) -> str:

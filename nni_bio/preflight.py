@@ -64,6 +64,16 @@ class TrialCommand:
     def oneshot(self) -> bool:
         return self.module == "nni_bio.oneshot"
 
+    def space_args(self) -> dict[str, Any]:
+        """``--space-args`` as the trial reads it (a JSON object)."""
+        try:
+            space_args = json.loads(self.args.space_args)
+        except json.JSONDecodeError as exc:
+            raise NniBioError(f"trialCommand: --space-args {self.args.space_args!r} is not JSON: {exc}") from exc
+        if not isinstance(space_args, dict):
+            raise NniBioError(f"trialCommand: --space-args must be a JSON object, got {self.args.space_args!r}")
+        return space_args
+
 
 def parse_trial_command(command: str) -> TrialCommand | None:
     """The trial command's module and arguments; ``None`` when it is not ``python -m nni_bio.{trial,oneshot}``.
@@ -149,13 +159,7 @@ def check_oneshot_space(command: TrialCommand) -> str:
     """Build a one-shot trial's space as the trial will: a rule that is not installed fails here."""
     from nni_bio.commands.export_space import space_json
 
-    args = command.args
-    try:
-        space_args = json.loads(args.space_args)
-    except json.JSONDecodeError as exc:
-        raise NniBioError(f"trialCommand: --space-args {args.space_args!r} is not JSON: {exc}") from exc
-    if not isinstance(space_args, dict):
-        raise NniBioError(f"trialCommand: --space-args must be a JSON object, got {args.space_args!r}")
+    args, space_args = command.args, command.space_args()
     try:
         space = space_json(args.space, args.dataset, space_args)
     except NniBioError as exc:
