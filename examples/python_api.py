@@ -1,11 +1,11 @@
 """Multi-trial search from Python, without YAML or nnictl: NNI's NasExperiment with one of its strategies.
 
     python examples/python_api.py                                  # regularized evolution, 6 trials, ~1 min on CPU
-    python examples/python_api.py --strategy rl --max-trials 8     # NNI's PolicyBasedRL (Python only)
+    python examples/python_api.py --strategy ppo --max-trials 8    # NNI's PolicyBasedRL (Python only)
     python examples/python_api.py --strategy tpe --engine ts       # trials as processes under the NNI manager + web UI
 
-Strategies: evolution, random, tpe, rl (NNI's PPO controller), grid, policy_gradient (nni-bio's REINFORCE tuner,
-the one examples/digits-rl.yml runs under nnictl). Prints every trial, then the best genotype, which
+Strategies: evolution, random, tpe, ppo (NNI's PolicyBasedRL, PPO), grid, policy_gradient (nni-bio's REINFORCE tuner,
+the one examples/digits-policy-gradient.yml runs under nnictl). Prints every trial, then the best genotype, which
 ``nni-bio train`` / ``space_cls.build_network(genotype)`` rebuild.
 """
 

@@ -447,7 +447,7 @@ def intermediate_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def oneshot_epochs(trial_command: str) -> int | None:
-    """``--epochs`` of a ``python3 -m nni_bio.oneshot`` trial command; ``None`` for any other command."""
+    """``--epochs`` of a ``python3 -m nni_bio.strategies.oneshot.trial`` trial command; ``None`` for any other command."""
     from nni_bio.preflight import parse_trial_command
 
     try:

@@ -34,7 +34,7 @@ from typing import Any
 from nni_bio.errors import NniBioError
 
 #: trial modules whose command lines the preflight understands
-TRIAL_MODULES = ("nni_bio.trial", "nni_bio.oneshot")
+TRIAL_MODULES = ("nni_bio.trial", "nni_bio.strategies.oneshot.trial", "nni_bio.oneshot")  # the last: the old name
 #: NNI platforms that open a second port (``port + 1``) for their workers' command channel
 WEBSOCKET_PLATFORMS = frozenset({"hybrid", "remote", "openpai", "kubeflow", "frameworkcontroller", "adl"})
 
@@ -54,7 +54,7 @@ class PreflightError(NniBioError):
 
 @dataclass
 class TrialCommand:
-    """An ``nni_bio.trial`` / ``nni_bio.oneshot`` trial command, parsed as the trial will parse it."""
+    """An ``nni_bio.trial`` / ``nni_bio.strategies.oneshot.trial`` command, parsed as the trial will parse it."""
 
     module: str
     args: Namespace
@@ -62,7 +62,7 @@ class TrialCommand:
 
     @property
     def oneshot(self) -> bool:
-        return self.module == "nni_bio.oneshot"
+        return self.module != "nni_bio.trial"
 
     def space_args(self) -> dict[str, Any]:
         """``--space-args`` as the trial reads it (a JSON object)."""
@@ -95,7 +95,7 @@ def parse_trial_command(command: str) -> TrialCommand | None:
     if module == "nni_bio.trial":
         from nni_bio.trial import parse_args
     else:
-        from nni_bio.oneshot import parse_args
+        from nni_bio.strategies.oneshot.trial import parse_args
     try:
         args = parse_args(words[3:])
     except SystemExit as exc:  # argparse has printed why

@@ -1,5 +1,6 @@
-"""One NNI trial: build the data inside the trial, freeze the space with the tuner's sample, train
-with the chosen rules, report per-epoch and final results, write TensorBoard logs.
+"""The multi-trial trial's command line: train the architecture NNI sends (or ``--sample``) with the
+chosen rules, report per-epoch and final results, write TensorBoard logs. The work is
+:func:`nni_bio.trial_runtime.train_architecture`, shared with ``run_multi_trial``'s evaluator.
 
 ``nnictl`` runs it as the ``trialCommand`` of the NAS-as-HPO bridge (see ``examples/*.yml``)::
 
@@ -7,7 +8,7 @@ with the chosen rules, report per-epoch and final results, write TensorBoard log
 
 Outside NNI, pass the architecture yourself::
 
-    python -m nni_bio.trial --space tiny --dataset digits --sample '{"conv1": "conv_3x3@usf", "conv2": "skip_connect", "fc": "fa"}'
+    python -m nni_bio.trial --space tiny --dataset digits --sample '{"conv1": "conv_3x3@fa", "conv2": "conv_3x3@usf", "fc": "frsf"}'
 
 The final result also carries the genotype (a JSON string under ``"genotype"``), so it reaches the
 NNI manager when the trial ran on a remote worker, whose output folder stays there.
@@ -19,22 +20,16 @@ the trial FAILED.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import os
 import sys
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 from nni_bio.errors import NniBioError
-from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
+from nni_bio.trial_runtime import EXIT_DIVERGED, run_as_trial, train_architecture
 
-EXIT_DIVERGED = 3
+__all__ = ["EXIT_DIVERGED", "main", "next_sample", "parse_args", "run"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,18 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def space_arguments(space_cls: type, extra: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """Constructor arguments: the data set's shape where the space accepts it, then ``extra``."""
-    from nni_bio.data import dataset_info
-
-    info = dataset_info(dataset)
-    init = getattr(space_cls, "_init_wrapped", space_cls.__init__)  # NNI wraps ModelSpace.__init__
-    accepted = inspect.signature(init).parameters
-    shape = {"in_channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size}
-    return {**{k: v for k, v in shape.items() if k in accepted}, **extra}
-
-
 def next_sample(given: str | None) -> dict[str, Any]:
+    """The architecture to train: ``--sample`` when given, else the tuner's next parameters."""
     if given is not None:
         return json.loads(given)
     import nni
@@ -82,89 +67,14 @@ def next_sample(given: str | None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import nni
+    from nni_bio.training import TrainConfig
 
-    from nni_bio.data import get_dataset
-    from nni_bio.search_spaces import space_class
-    from nni_bio.swap import rule_map
-
-    space_cls = space_class(args.space)
-    space_args = space_arguments(space_cls, json.loads(args.space_args), args.dataset)
-    sample = next_sample(args.sample)
-    genotype = space_cls.export_genotype(sample, space_args)
-    output = Path(args.output or os.environ.get("NNI_OUTPUT_DIR") or "runs/trial")
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "genotype.json").write_text(json.dumps(genotype, indent=2))
-
-    torch.manual_seed(args.seed)
-    # the network at search size (width and depth of the space); `nni-bio train` rebuilds at final size
-    size = {k: v for k, v in genotype["args"].items() if k in ("width", "num_cells", "cells_per_stage", "depth")}
-    model = space_cls.build_network(genotype, **size)
-    print(f"architecture: {json.dumps(sample, sort_keys=True)}")
-    print(f"outputs (genotype.json, result.json, tensorboard/): {output.resolve()}")
-    rules = rule_map(model)
-    summary = rules if len(rules) <= 12 else dict(Counter(rules.values()))  # a DARTS net has ~60 rule layers
-    print(f"layer rules: {json.dumps(summary)}", flush=True)
-
-    train_set = get_dataset(args.dataset, "train", args.data_dir, seed=args.seed)
-    if args.train_limit:
-        train_set = Subset(train_set, range(min(args.train_limit, len(train_set))))
-    val_set = get_dataset(args.dataset, "val", args.data_dir, seed=args.seed)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device)
-
-    writers: list = []  # TensorBoard's writer, made at the first report: its import is not start-up
-
-    def tensorboard():
-        if not writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writers.append(SummaryWriter(log_dir=str(output / "tensorboard")))
-        return writers[0]
-
-    def report(m: EpochMetrics) -> None:
-        writer = tensorboard()
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-            writer.add_scalar(key.replace("_", "/", 1) if key != "lr" else "lr", getattr(m, key), m.epoch)
-        nni.report_intermediate_result({"default": m.val_acc, "val_loss": m.val_loss,
-                                        "train_acc": m.train_acc, "train_loss": m.train_loss})
-        print(f"epoch {m.epoch}: train loss {m.train_loss:.4f} acc {m.train_acc:.4f} | "
-              f"val loss {m.val_loss:.4f} acc {m.val_acc:.4f}", flush=True)
-
-    try:
-        result = train(model, train_set, val_set, config, on_epoch_end=report)
-    finally:
-        for writer in writers:
-            writer.close()
-
-    final = {"default": result.final.val_acc, "val_loss": result.final.val_loss,
-             "best_val_acc": result.best_val.val_acc, "best_val_epoch": result.best_val.epoch,
-             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-             # also in the NNI manager's records: a remote trial's output folder stays on its worker
-             "genotype": json.dumps(genotype, sort_keys=True)}
-    nni.report_final_result(final)
-    (output / "result.json").write_text(json.dumps({**final, "genotype": genotype, **result.as_dict()}, indent=2))
-    return final
-
-
-def run_as_trial(run_fn: Callable[[argparse.Namespace], Any], args: argparse.Namespace, what: str = "trial") -> int:
-    """Run ``run_fn(args)`` and map failures to exit statuses NNI shows: a diverging run exits with
-    :data:`EXIT_DIVERGED`, any other nni-bio error with 2, both with the reason on stderr. Under NNI
-    the run happens in a supervised child, so a run killed by a signal is FAILED too
-    (:func:`nni_bio._compat.supervise_trial`)."""
-    from nni_bio import _compat
-
-    _compat.filter_warnings()
-    _compat.supervise_trial(what)
-    try:
-        run_fn(args)
-    except DivergenceError as exc:
-        print(f"nni-bio {what} FAILED: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except NniBioError as exc:
-        print(f"nni-bio {what} error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    return train_architecture(args.space, json.loads(args.space_args), next_sample(args.sample),
+                              dataset=args.dataset, config=config, data_dir=args.data_dir,
+                              train_limit=args.train_limit, output=args.output, say=say)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,25 @@ def space_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def space_arguments(space_cls: type, extra: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """Constructor arguments of ``space_cls`` for ``dataset``: the data set's shape (channels, classes,
+    image size) where the space accepts it, then ``extra``.
+
+    Example:
+        >>> space_arguments(space_class("tiny"), {"width": 4}, "digits")
+        {'in_channels': 1, 'num_classes': 10, 'image_size': 8, 'width': 4}
+    """
+    import inspect
+
+    from nni_bio.data import dataset_info
+
+    info = dataset_info(dataset)
+    init = getattr(space_cls, "_init_wrapped", space_cls.__init__)  # NNI wraps ModelSpace.__init__
+    accepted = inspect.signature(init).parameters
+    shape = {"in_channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size}
+    return {**{k: v for k, v in shape.items() if k in accepted}, **extra}
+
+
 def get_space(name: str, **kwargs: Any):
     """Build search space ``name`` with plain-data arguments."""
     return space_class(name)(**kwargs)

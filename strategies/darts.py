@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nni_bio.strategies.oneshot_base import OneShotStrategy, Search
+from nni_bio.strategies.oneshot.search import OneShotStrategy, Search
 from nni_bio.strategies.supernet import exact_feedback, plain_softmax, same_feedback_draw, set_gumbel
 
 ARCH_GRADIENTS = ("rule", "bp")

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nni_bio.error_bus import main_output
-from nni_bio.strategies.oneshot_base import OneShotStrategy, Search, frozen
+from nni_bio.strategies.oneshot.search import OneShotStrategy, Search, frozen
 
 
 class EGNAS(OneShotStrategy):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nni_bio.strategies.oneshot_base import OneShotStrategy, Search
+from nni_bio.strategies.oneshot.search import OneShotStrategy, Search
 
 
 class ENAS(OneShotStrategy):

@@ -13,7 +13,7 @@ them with their architecture) are imported when they arrive.
 
 Differences to NNI's tuner, on purpose: it reads both search-space formats (NNI's NAS format,
 ``layer_choice``/``input_choice``, and the ``choice`` format that Random, TPE and
-:class:`~nni_bio.strategies.rl.PolicyGradientTuner` read, ``nni-bio export-space --format choice``);
+:class:`~nni_bio.strategies.policy_gradient.PolicyGradientTuner` read, ``nni-bio export-space --format choice``);
 it draws from its own seeded generator (``seed``); with ``dedup`` (default) it proposes no
 architecture it has already proposed or imported while new ones can be found (a mutation is redrawn
 up to ``dedup_retries`` times, then taken as it is)::

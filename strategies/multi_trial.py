@@ -11,20 +11,27 @@ tuner, on any nni-bio search space::
 ``engine="ts"`` runs each trial as a process under the NNI manager, with the web UI on ``port`` while the search
 runs. For the YAML route (``nnictl create``) see ``examples/README.md``.
 
-The evaluator is :func:`evaluate`: NNI serializes it into every trial, so it carries only plain arguments and
-builds the data set inside the trial (a data set in the payload fails with "payload too large").
+The evaluator is :class:`SampleEvaluator` calling :func:`evaluate`, which trains and reports through the same
+trial runtime as ``python -m nni_bio.trial`` (:mod:`nni_bio.trial_runtime`): the network is built from the
+genotype, and every trial writes ``genotype.json``, ``result.json`` and TensorBoard logs (``ts``: in NNI's trial
+folder; ``sequential``: under ``WORKING_DIR/EXPERIMENT_ID/trials/N``). NNI serializes the evaluator into every
+trial, so it carries only plain arguments and builds the data set inside the trial (a data set in the payload
+fails with "payload too large").
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nni_bio.nas  # noqa: F401  (applies nni_bio._compat before nni.nas: gym alias, GridSearch fix)
 
-__all__ = ["STRATEGIES", "SearchResult", "TrialRecord", "evaluate", "make_strategy", "run_multi_trial"]
+from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
+
+__all__ = ["STRATEGIES", "SampleEvaluator", "SearchResult", "TrialRecord", "evaluate", "make_strategy", "run_multi_trial"]
 
 _logger = logging.getLogger(__name__)
 
@@ -33,9 +40,9 @@ STRATEGIES = {
     "evolution": "nni.nas.strategy.RegularizedEvolution (Real et al. 2019)",
     "random": "nni.nas.strategy.Random",
     "tpe": "NNI's TPE tuner (tree-structured Parzen estimator), as nni.nas.strategy.TPE runs it",
-    "rl": "nni.nas.strategy.PolicyBasedRL (PPO with an LSTM controller, tianshou)",
+    "ppo": "nni.nas.strategy.PolicyBasedRL (reinforcement learning: PPO with an LSTM controller, tianshou)",
     "grid": "nni.nas.strategy.GridSearch",
-    "policy_gradient": "nni_bio.strategies.rl.PolicyGradientTuner (the RL tuner of digits-rl.yml) as a NAS strategy",
+    "policy_gradient": "nni_bio.strategies.policy_gradient.PolicyGradientTuner (the RL tuner of digits-policy-gradient.yml) as a NAS strategy",
 }
 
 
@@ -61,36 +68,56 @@ class SearchResult:
     experiment_id: str
 
 
-def evaluate(model, *, dataset: str = "digits", epochs: int = 2, batch_size: int = 64, lr: float = 0.05,
+def evaluate(sample: dict[str, Any], *, space: str, space_args: dict[str, Any] | None = None,
+             dataset: str = "digits", epochs: int = 2, batch_size: int = 64, lr: float = 0.05,
              optimizer: str = "sgd", weight_decay: float = 3e-4, grad_clip: float = 5.0, train_limit: int = 0,
-             data_dir: str | None = None, seed: int = 0, device: str | None = None) -> float:
-    """NNI evaluator: train ``model`` with :func:`nni_bio.training.train`, report every epoch and the final result.
+             data_dir: str | None = None, seed: int = 0, device: str | None = None,
+             output_root: str | None = None) -> float:
+    """Train the architecture ``sample`` as every multi-trial trial does
+    (:func:`nni_bio.trial_runtime.train_architecture`: per-epoch and final NNI results, TensorBoard,
+    ``genotype.json`` and ``result.json``); return the final validation accuracy.
 
-    Runs inside the trial, so the data set is loaded here, never shipped with the evaluator.
+    Runs inside the trial, so the data set is loaded here, never shipped with the evaluator. Files go
+    to ``$NNI_OUTPUT_DIR`` (the ``ts`` engine's trial folder), else to a new numbered folder under
+    ``output_root``.
     """
-    import nni
-    import torch
-    from torch.utils.data import Subset
+    import os
 
-    from nni_bio.data import get_dataset
-    from nni_bio.training import TrainConfig, train
+    import torch
+
+    from nni_bio.experiment import unwrap_choice
+    from nni_bio.training import TrainConfig
+    from nni_bio.trial_runtime import train_architecture
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    train_set = get_dataset(dataset, "train", data_dir, seed=seed)
-    if train_limit:
-        train_set = Subset(train_set, range(min(train_limit, len(train_set))))
-    val_set = get_dataset(dataset, "val", data_dir, seed=seed)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          grad_clip=grad_clip, seed=seed, device=device)
+    output = os.environ.get("NNI_OUTPUT_DIR") or _numbered_folder(Path(output_root or "runs/multi_trial"))
+    final = train_architecture(space, space_args or {}, {k: unwrap_choice(v) for k, v in sample.items()},
+                               dataset=dataset, config=config, data_dir=data_dir, train_limit=train_limit,
+                               output=output, say=_logger.info)
+    return final["default"]
 
-    def report(m) -> None:
-        nni.report_intermediate_result({"default": m.val_acc, "val_loss": m.val_loss, "train_acc": m.train_acc,
-                                        "train_loss": m.train_loss})
 
-    result = train(model, train_set, val_set, config, on_epoch_end=report)
-    nni.report_final_result({"default": result.final.val_acc, "val_loss": result.final.val_loss,
-                             "best_val_acc": result.best_val.val_acc})
-    return result.final.val_acc
+def _numbered_folder(root: Path) -> Path:
+    """``root/N`` for the first N not taken (a sequential search's trials run one after another)."""
+    root.mkdir(parents=True, exist_ok=True)
+    index = 0
+    while True:
+        try:
+            (root / str(index)).mkdir()
+            return root / str(index)
+        except FileExistsError:
+            index += 1
+
+
+class SampleEvaluator(FunctionalEvaluator):
+    """NNI's ``FunctionalEvaluator``, handed the architecture's sample instead of a frozen model (the
+    hook NNI leaves for this): every trial builds its network from the genotype, as ``python -m
+    nni_bio.trial`` and ``nni-bio train`` do."""
+
+    def _execute(self, model: Any) -> Any:
+        return self.function(dict(model.sample or {}), **self.arguments)
 
 
 def make_strategy(name: str, *, max_trials: int, seed: int = 0, **options: Any):
@@ -109,12 +136,16 @@ def make_strategy(name: str, *, max_trials: int, seed: int = 0, **options: Any):
         from nni_bio.strategies.tuner_strategy import TunerStrategy
 
         return TunerStrategy(TpeTuner(**{"optimize_mode": "maximize", "seed": seed, **options}))
-    if name == "rl":
+    if name == "rl":  # the name in 0.1.0: "rl" could be read as nni-bio's policy-gradient tuner
+        warnings.warn("multi-trial strategy 'rl' is now called 'ppo' (NNI's PolicyBasedRL); nni-bio's REINFORCE "
+                      "tuner is 'policy_gradient'", FutureWarning, stacklevel=2)
+        name = "ppo"
+    if name == "ppo":
         return strategy.PolicyBasedRL(**{"samples_per_update": max(1, min(20, max_trials // 3)), **options})
     if name == "grid":
         return strategy.GridSearch(**{"seed": seed, **options})
     if name == "policy_gradient":
-        from nni_bio.strategies.rl import PolicyGradientTuner
+        from nni_bio.strategies.policy_gradient import PolicyGradientTuner
         from nni_bio.strategies.tuner_strategy import TunerStrategy
 
         return TunerStrategy(PolicyGradientTuner(**{"seed": seed, **options}))
@@ -137,7 +168,7 @@ def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset
 
     Args:
         space: search space name (``tiny``, ``rule_per_layer``, ``darts``, ``nb201``).
-        strategy: ``evolution``, ``random``, ``tpe``, ``rl``, ``grid`` or ``policy_gradient``.
+        strategy: ``evolution``, ``random``, ``tpe``, ``ppo`` (NNI's PolicyBasedRL), ``grid`` or ``policy_gradient`` (nni-bio's REINFORCE tuner).
         dataset: data set the trials train on (it also sets the space's input shape and classes).
         max_trials: architectures to train.
         epochs: training epochs per architecture.
@@ -148,7 +179,8 @@ def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset
         train_args: more :func:`evaluate` arguments (``batch_size``, ``lr``, ``train_limit``, ``device``...).
         data_dir: where user data sets live (default ``$NNI_BIO_DATA``); unused for digits.
         port: web UI port of the ``ts`` engine (default: first free from 8080).
-        working_dir: NNI's experiment directory (default ``~/nni-experiments``).
+        working_dir: NNI's experiment directory (default ``~/nni-experiments``); each trial's files go to
+            ``WORKING_DIR/EXPERIMENT_ID/trials/N`` (``sequential``) or NNI's trial folder (``ts``).
         trial_concurrency, trial_gpu_number: ``ts`` engine only.
 
     Example:
@@ -158,11 +190,11 @@ def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset
     """
     import numpy as np
     import torch
-    from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
-    from nni_bio.search_spaces import space_class
-    from nni_bio.trial import space_arguments
+    from nni.experiment import management
+
+    from nni_bio.search_spaces import space_arguments, space_class
 
     if engine not in ("sequential", "ts"):
         raise ValueError(f"engine must be 'sequential' or 'ts', not {engine!r}")
@@ -171,8 +203,11 @@ def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset
     torch.manual_seed(seed)
     np.random.seed(seed)
     model_space = space_cls(**args)
-    evaluator = FunctionalEvaluator(evaluate, **{"dataset": dataset, "epochs": epochs, "data_dir": data_dir,
-                                                 "seed": seed, **(train_args or {})})
+    experiment_id = management.generate_experiment_id()
+    root = Path(working_dir or Path.home() / "nni-experiments") / experiment_id / "trials"
+    evaluator = SampleEvaluator(evaluate, **{"space": space, "space_args": args, "dataset": dataset, "epochs": epochs,
+                                             "data_dir": data_dir, "seed": seed, "output_root": str(root),
+                                             **(train_args or {})})
     search = make_strategy(strategy, max_trials=max_trials, seed=seed, **(strategy_args or {}))
 
     config = NasExperimentConfig(engine, "simplified", "local" if engine == "ts" else None)
@@ -185,7 +220,7 @@ def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset
         config.training_service.use_active_gpu = trial_gpu_number > 0
     if working_dir is not None:
         config.experiment_working_directory = str(working_dir)
-    experiment = NasExperiment(model_space, evaluator, search, config)
+    experiment = NasExperiment(model_space, evaluator, search, config, id=experiment_id)
     try:
         if engine == "ts":
             from nni_bio.experiment import free_port

@@ -8,7 +8,7 @@ freezes ``[index]``, reports the plain index back, and does not wait a second pe
 engine.
 
 Example:
-    >>> from nni_bio.strategies.rl import PolicyGradientTuner
+    >>> from nni_bio.strategies.policy_gradient import PolicyGradientTuner
     >>> strategy = TunerStrategy(PolicyGradientTuner(seed=0))   # then NasExperiment(space, evaluator, strategy)
 """
 

@@ -34,7 +34,7 @@ def trial_arguments(config: dict):
 
 def test_the_multi_trial_examples_exist():
     names = {path.name for path in CONFIGS}
-    for strategy in ("evolution", "random", "tpe", "rl"):
+    for strategy in ("evolution", "random", "tpe", "policy-gradient"):
         assert f"digits-{strategy}.yml" in names and f"cifar10-{strategy}.yml" in names
     assert {"digits.yml", "cifar10-remote.yml"} <= names
 
@@ -68,7 +68,7 @@ SPACE_FILE_CONFIGS = [p for p in CONFIGS if "searchSpaceFile" in load_config(p)
 
 def test_one_shot_configs_are_the_only_ones_without_a_search_space_file():
     assert {p.name for p in CONFIGS} - {p.name for p in SPACE_FILE_CONFIGS} == {
-        p.name for p in CONFIGS if "nni_bio.oneshot" in load_config(p)["trialCommand"]}
+        p.name for p in CONFIGS if "nni_bio.strategies.oneshot.trial" in load_config(p)["trialCommand"]}
 
 
 @pytest.mark.parametrize("path", SPACE_FILE_CONFIGS, ids=lambda p: p.name)

@@ -128,7 +128,7 @@ def test_search_reports_what_a_one_shot_trial_s_number_is(monkeypatch, capsys):
 
     from nni_bio import experiment as ex
     from nni_bio.commands import search
-    from nni_bio.oneshot import final_metrics
+    from nni_bio.strategies.oneshot.trial import final_metrics
 
     record = SimpleNamespace(val_acc=0.98, derived_val_acc=0.2425, epoch=15)
     result = SimpleNamespace(history=[record], final=record, strategy="darts",
@@ -387,7 +387,7 @@ def test_attach_follows_a_running_one_shot_experiment_to_its_best_architecture(t
     config = yaml.safe_load((root / "examples" / "digits-darts.yml").read_text())
     config.update(experimentName="nni-bio attach test", trialCodeDirectory=str(root), maxExperimentDuration="5m",
                   experimentWorkingDirectory=str(tmp_path / "experiments"),
-                  trialCommand="OMP_NUM_THREADS=1 python3 -m nni_bio.oneshot --space tiny --dataset digits --epochs 2 "
+                  trialCommand="OMP_NUM_THREADS=1 python3 -m nni_bio.strategies.oneshot.trial --space tiny --dataset digits --epochs 2 "
                                "--retrain-epochs 1 --threads 1 --batch-size 32 --train-limit 256 --arch-lr 0.01")
     path = tmp_path / "darts.yml"
     path.write_text(yaml.safe_dump(config))

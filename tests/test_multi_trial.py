@@ -76,3 +76,28 @@ def test_tuner_strategies_handle_the_input_choices_of_cell_spaces(strategy, tmp_
     inputs = [label for label in result.best.sample if "/input_" in label]
     assert inputs and all(isinstance(result.best.sample[label], list) for label in inputs)
     assert result.genotype["space"] == "darts" and result.genotype["normal"]
+
+
+def test_every_trial_writes_what_a_nnictl_trial_writes(tmp_path):
+    """One trial runtime (issue 10): the Python route writes genotype.json, result.json and TensorBoard
+    logs per trial, as `python -m nni_bio.trial` under nnictl does."""
+    import json
+
+    result = run_multi_trial("tiny", "random", max_trials=2, epochs=1, space_args=TINY, train_args=FAST,
+                             working_dir=tmp_path, seed=1)
+    folders = sorted((tmp_path / result.experiment_id / "trials").iterdir())
+    assert [f.name for f in folders] == ["0", "1"]
+    for folder, trial in zip(folders, result.trials):
+        genotype = json.loads((folder / "genotype.json").read_text())
+        assert genotype["sample"] == dict(sorted(trial.sample.items()))
+        saved = json.loads((folder / "result.json").read_text())
+        assert saved["default"] == trial.metric and saved["genotype"] == genotype
+        assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_old_strategy_name_rl_still_means_nni_ppo_with_a_warning():
+    from nni.nas.strategy import PolicyBasedRL
+
+    assert "ppo" in STRATEGIES and "rl" not in STRATEGIES
+    with pytest.warns(FutureWarning, match="'ppo'"):
+        assert isinstance(make_strategy("rl", max_trials=3), PolicyBasedRL)

@@ -1,7 +1,7 @@
-"""The NNI manager for real: `nnictl create` end to end (`nni-bio search` on examples/digits-rl.yml cut to 2
+"""The NNI manager for real: `nnictl create` end to end (`nni-bio search` on examples/digits-policy-gradient.yml cut to 2
 one-epoch trials), and the Python API on the training-service engine.
 
-Covers NNI's manager, the className tuner (nni_bio.strategies.rl.PolicyGradientTuner) in NNI's dispatcher,
+Covers NNI's manager, the className tuner (nni_bio.strategies.policy_gradient.PolicyGradientTuner) in NNI's dispatcher,
 trials running `python3 -m nni_bio.trial` from this environment, the REST API and `nnictl stop`. About a minute
 on 2 idle cores (most of it is NNI starting Python + torch for each trial).
 """
@@ -20,7 +20,7 @@ from nni_bio import is_rule
 from nni_bio import experiment as ex
 from nni_bio.candidates import parse_candidate
 from nni_bio.commands import search
-from nni_bio.strategies.rl import STATE_FILE_NAME
+from nni_bio.strategies.policy_gradient import STATE_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -34,8 +34,8 @@ def nnictl_available() -> bool:
 
 
 def tiny_copy(tmp_path: Path) -> Path:
-    """examples/digits-rl.yml with 2 one-epoch trials, absolute paths, and everything written under tmp_path."""
-    config = yaml.safe_load((EXAMPLES / "digits-rl.yml").read_text())
+    """examples/digits-policy-gradient.yml with 2 one-epoch trials, absolute paths, and everything written under tmp_path."""
+    config = yaml.safe_load((EXAMPLES / "digits-policy-gradient.yml").read_text())
     config.update(
         experimentName="nni-bio test_nnictl",
         searchSpaceFile=str(EXAMPLES / config["searchSpaceFile"]),
@@ -46,7 +46,7 @@ def tiny_copy(tmp_path: Path) -> Path:
         experimentWorkingDirectory=str(tmp_path / "experiments"),
     )
     config["tuner"]["codeDirectory"] = str(ROOT)
-    path = tmp_path / "digits-rl-test.yml"
+    path = tmp_path / "digits-policy-gradient-test.yml"
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -114,7 +114,7 @@ def test_a_stopped_oneshot_search_resumes_from_its_checkpoint(tmp_path, monkeypa
     monkeypatch.setenv("HOME", str(tmp_path))
     epochs = 40
     path = write_config(tmp_path, "digits-darts.yml", trialCommand=(
-        "OMP_NUM_THREADS=1 python3 -m nni_bio.oneshot --space tiny --space-args '{\"width\": 4}' --dataset digits "
+        "OMP_NUM_THREADS=1 python3 -m nni_bio.strategies.oneshot.trial --space tiny --space-args '{\"width\": 4}' --dataset digits "
         f"--epochs {epochs} --retrain-epochs 0 --threads 1 --batch-size 32 --train-limit 512 --resume"))
     port = ex.free_port(random.randrange(20000, 40000))
     experiment_id = None

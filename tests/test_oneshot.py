@@ -38,7 +38,7 @@ def _arch_gradients(rules, unrolled, arch_gradient="rule"):
     torch.manual_seed(0)
     searcher, config = make_strategy("darts", unrolled=unrolled, arch_gradient=arch_gradient, epochs=1,
                                      batch_size=16)
-    from nni_bio.strategies.oneshot_base import Search
+    from nni_bio.strategies.oneshot.search import Search
 
     supernet = build_supernet(TinySpace(width=4, rules=rules), "mixture")
     data = torch.utils.data.TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))
@@ -125,7 +125,7 @@ def _reported(monkeypatch):
 
 
 def test_single_trial_entry_point_outside_nni_writes_the_genotype(tmp_path, capsys, monkeypatch):
-    from nni_bio.oneshot import main
+    from nni_bio.strategies.oneshot.trial import main
 
     reported = _reported(monkeypatch)
     assert main(["--strategy", "darts", "--space", "tiny", "--space-args", json.dumps(TINY), "--dataset", "digits",
@@ -150,7 +150,7 @@ def test_single_trial_entry_point_outside_nni_writes_the_genotype(tmp_path, caps
 
 
 def test_without_retraining_the_default_is_the_derived_architecture_with_shared_weights(tmp_path, monkeypatch):
-    from nni_bio.oneshot import main
+    from nni_bio.strategies.oneshot.trial import main
 
     reported = _reported(monkeypatch)
     assert main(["--strategy", "darts", "--space", "tiny", "--space-args", json.dumps(TINY), "--epochs", "1",
@@ -164,7 +164,7 @@ def test_without_retraining_the_default_is_the_derived_architecture_with_shared_
 def test_retraining_is_default_only_where_cheap_and_final_metrics_fall_back_honestly():
     from types import SimpleNamespace
 
-    from nni_bio.oneshot import describe_final, final_metrics
+    from nni_bio.strategies.oneshot.trial import describe_final, final_metrics
     from nni_bio.strategies.oneshot import default_retrain_epochs
 
     assert default_retrain_epochs("tiny", "digits") > 0
@@ -182,7 +182,7 @@ def test_retraining_is_default_only_where_cheap_and_final_metrics_fall_back_hone
 
 
 def test_entry_point_refuses_a_strategy_conflicting_with_the_nni_parameter(tmp_path, monkeypatch, capsys):
-    import nni_bio.oneshot as entry
+    import nni_bio.strategies.oneshot.trial as entry
 
     monkeypatch.setattr(entry, "nni_parameters", lambda: {"strategy": "enas"})
     assert entry.main(["--strategy", "darts", "--space", "tiny", "--output", str(tmp_path)]) == 2
@@ -203,17 +203,17 @@ def test_hard_gumbel_sends_no_error_to_unchosen_candidates():
 EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parent.parent / "examples").glob("*.yml"))
 
 
-@pytest.mark.parametrize("path", [p for p in EXAMPLES if "nni_bio.oneshot" in p.read_text()], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if "nni_bio.strategies.oneshot.trial" in p.read_text()], ids=lambda p: p.name)
 def test_oneshot_example_commands_name_valid_strategy_arguments(path):
     import shlex
 
     import yaml
 
-    from nni_bio.oneshot import parse_args, resolve
+    from nni_bio.strategies.oneshot.trial import parse_args, resolve
 
     config = yaml.safe_load(path.read_text())
     words = shlex.split(config["trialCommand"])
-    assert words[:3] == ["python3", "-m", "nni_bio.oneshot"] and config["maxTrialNumber"] == 1
+    assert words[:3] == ["python3", "-m", "nni_bio.strategies.oneshot.trial"] and config["maxTrialNumber"] == 1
     (strategy_name,) = config["searchSpace"]["strategy"]["_value"]
     strategy, hparams = resolve(parse_args(words[3:]), {"strategy": strategy_name})
     make_strategy(strategy, **hparams)  # unknown or misspelled arguments raise

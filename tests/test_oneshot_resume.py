@@ -26,13 +26,13 @@ STRATEGY_SETS = {"enas": ["--set", "batches_per_update=3", "--set", "update_time
                  "egnas": ["--set", "population_size=4", "--set", "generations=1", "--warmup-epochs", "0"]}
 EPOCHS = 3
 
-# Runs python -m nni_bio.oneshot, blocking inside epoch 2's second weight step (one step of epoch 2 done
+# Runs python -m nni_bio.strategies.oneshot.trial, blocking inside epoch 2's second weight step (one step of epoch 2 done
 # in memory, epoch 1's checkpoint on disk) after saying so in a marker file: the test then kills it.
 BLOCKER = """
 import sys, time, pathlib
-from nni_bio.strategies import oneshot_base
+from nni_bio.strategies.oneshot import search as oneshot_search
 marker, argv, calls = pathlib.Path(sys.argv[1]), sys.argv[2:], []
-step = oneshot_base.Search.weight_step
+step = oneshot_search.Search.weight_step
 def weight_step(self, x, y):
     if self.epoch == 2:
         calls.append(1)
@@ -40,8 +40,8 @@ def weight_step(self, x, y):
             marker.write_text("blocked")
             time.sleep(600)
     return step(self, x, y)
-oneshot_base.Search.weight_step = weight_step
-from nni_bio.oneshot import main
+oneshot_search.Search.weight_step = weight_step
+from nni_bio.strategies.oneshot.trial import main
 sys.exit(main(argv))
 """
 
@@ -91,7 +91,7 @@ def _numbers(result: dict) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_a_search_killed_mid_epoch_resumes_to_the_uninterrupted_result(strategy, tmp_path, monkeypatch):
-    from nni_bio.oneshot import main
+    from nni_bio.strategies.oneshot.trial import main
 
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     _kill_mid_epoch(strategy, killed, tmp_path)
@@ -147,7 +147,7 @@ def test_enas_controller_state_is_plain_and_round_trips(tmp_path):
 
 
 def test_without_resume_a_new_search_starts_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, capsys):
-    from nni_bio.oneshot import main
+    from nni_bio.strategies.oneshot.trial import main
 
     reported = _reported(monkeypatch)
     args = ["--strategy", "darts", "--space", "tiny", "--space-args", json.dumps(KW["space_args"]), "--epochs", "1",
@@ -164,7 +164,7 @@ def test_without_resume_a_new_search_starts_and_keeps_the_old_checkpoint(tmp_pat
 def test_a_relaunched_nni_trial_continues_its_own_checkpoint(tmp_path, monkeypatch):
     """`nnictl resume` relaunches an interrupted trial with its id and folder: it resumes without --resume;
     a checkpoint elsewhere (--checkpoint-dir) is kept per experiment and trial."""
-    import nni_bio.oneshot as entry
+    import nni_bio.strategies.oneshot.trial as entry
 
     monkeypatch.setenv("NNI_PLATFORM", "local")
     monkeypatch.setenv("NNI_EXP_ID", "exp1")

@@ -11,7 +11,8 @@ from nni_bio.error_bus import main_output
 from nni_bio.layers import RuleConv2d
 from nni_bio.search_spaces.darts import DartsSpace
 from nni_bio.search_spaces.tiny import TinySpace
-from nni_bio.strategies.oneshot import _run_settings, make_strategy, run_oneshot
+from nni_bio.strategies.oneshot import make_strategy, run_oneshot
+from nni_bio.strategies.oneshot.loop import _run_settings
 from nni_bio.strategies.supernet import PartialChannelMixedCell, build_supernet, channel_shuffle
 
 SMALL = {"width": 8, "num_cells": 3, "rules": ["usf", "fa"]}
@@ -91,7 +92,7 @@ def test_amp_and_channels_last_searches_run(strategy: str, options: dict) -> Non
 
 def test_fp16_architecture_gradients_are_unscaled() -> None:
     from nni_bio.data import get_dataset
-    from nni_bio.strategies.oneshot_base import OneShotConfig, Search
+    from nni_bio.strategies.oneshot.search import OneShotConfig, Search
 
     data = torch.utils.data.Subset(get_dataset("digits", "train"), range(32))
     grads = {}

@@ -110,7 +110,7 @@ def test_the_data_dir_may_come_from_nni_bio_data_in_the_command_or_the_environme
 
 
 def test_a_one_shot_trial_s_data_set_is_checked_too(tmp_path, no_nnictl, capsys):
-    command = "python3 -m nni_bio.oneshot --space tiny --dataset cifar10 --epochs 2 --data-dir /no/such/dir"
+    command = "python3 -m nni_bio.strategies.oneshot.trial --space tiny --dataset cifar10 --epochs 2 --data-dir /no/such/dir"
     path = write_config(tmp_path, command, searchSpace={"strategy": {"_type": "choice", "_value": ["darts"]}})
     assert main(["search", str(path)]) == 2
     err = capsys.readouterr().err
@@ -168,7 +168,7 @@ def test_an_unknown_rule_points_to_nni_bio_rules(tmp_path, no_nnictl, capsys):
 
 
 def test_a_one_shot_trial_with_an_unknown_rule_or_strategy_is_refused(tmp_path, no_nnictl, capsys):
-    command = ("python3 -m nni_bio.oneshot --space tiny --dataset digits --epochs 2 --space-args "
+    command = ("python3 -m nni_bio.strategies.oneshot.trial --space tiny --dataset digits --epochs 2 --space-args "
                + shlex.quote(json.dumps({"rules": ["usf", "no_such_rule"]})))
     path = write_config(tmp_path, command, searchSpace={"strategy": {"_type": "choice", "_value": ["darts", "dart"]}})
     assert main(["search", str(path)]) == 2

@@ -1,11 +1,11 @@
-"""The policy-gradient tuner (nni_bio.strategies.rl), driven directly: no nnictl, no training."""
+"""The policy-gradient tuner (nni_bio.strategies.policy_gradient), driven directly: no nnictl, no training."""
 
 import json
 
 import numpy as np
 import pytest
 
-from nni_bio.strategies.rl import STATE_FILE_NAME, PolicyGradientTuner
+from nni_bio.strategies.policy_gradient import STATE_FILE_NAME, PolicyGradientTuner
 
 SPACE = {
     "conv": {"_type": "choice", "_value": ["conv_3x3@fa", "conv_3x3@usf", "skip_connect"]},

@@ -111,7 +111,7 @@ def test_policy_gradient_tuner_resumes_its_saved_policy(tmp_path, monkeypatch):
     """NNI's resume sequence on PolicyGradientTuner: a new object, the search space, then every finished trial."""
     import numpy as np
 
-    from nni_bio.strategies.rl import STATE_FILE_NAME, PolicyGradientTuner
+    from nni_bio.strategies.policy_gradient import STATE_FILE_NAME, PolicyGradientTuner
 
     monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path))
     before = PolicyGradientTuner(seed=0, learning_rate=0.5)

@@ -24,7 +24,7 @@ def space_json(space: str, dataset: str, space_args: dict, fmt: str = "choice") 
     """The search-space JSON for ``space`` built as a trial would build it."""
     from nni_bio.nas import search_space_json
     from nni_bio.search_spaces import space_class
-    from nni_bio.trial import space_arguments
+    from nni_bio.search_spaces import space_arguments
 
     cls = space_class(space)
     result = search_space_json(cls(**space_arguments(cls, space_args, dataset)))

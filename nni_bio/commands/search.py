@@ -117,12 +117,12 @@ def report(args: argparse.Namespace, trials: list[Any], exp_id: str, port: int) 
               f"`nnictl log trial {exp_id}`")
         code = 1
     else:
-        # A one-shot trial (python -m nni_bio.oneshot) reports its derived architecture as the final
+        # A one-shot trial (python -m nni_bio.strategies.oneshot.trial) reports its derived architecture as the final
         # metric "sample" (a JSON string), and says in "default_metric" what its default is; its
         # parameters only name the strategy.
         oneshot = "sample" in (best.final or {})
         if oneshot:
-            from nni_bio.oneshot import describe_final
+            from nni_bio.strategies.oneshot.trial import describe_final
 
             first, *rest = describe_final(best.final)
             print(f"best trial {best.id}: {first}", *rest, sep="\n")

@@ -1,7 +1,7 @@
 """The stages of a study, each a thin call of an existing nni-bio entry point in a child process.
 
 - **search** an arm: an ``nnictl`` experiment of ``python -m nni_bio.trial`` (multi-trial, visible in
-  the NNI web UI) or ``python -m nni_bio.oneshot`` (one-shot); writes ``search/<arm>/search.json``
+  the NNI web UI) or ``python -m nni_bio.strategies.oneshot.trial`` (one-shot); writes ``search/<arm>/search.json``
   with the best architecture's genotype, every trial and the search cost;
 - **retrain** one seed: ``nni-bio train --genotype ...`` into ``retrain/<arm>/s<seed>/`` (resumed
   with ``--resume`` when an interrupted checkpoint is there);
@@ -136,7 +136,7 @@ def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
         return {"name": "Random", "classArgs": {"seed": 0, **s.tuner_args}}, "choice"
     if s.strategy == "tpe":
         return {"name": "TPE", "classArgs": {"optimize_mode": "maximize", "seed": 0, **s.tuner_args}}, "choice"
-    return {"className": "nni_bio.strategies.rl.PolicyGradientTuner", "codeDirectory": ".",
+    return {"className": "nni_bio.strategies.policy_gradient.PolicyGradientTuner", "codeDirectory": ".",
             "classArgs": {"optimize_mode": "maximize", "seed": 0, **s.tuner_args}}, "choice"
 
 
@@ -206,7 +206,7 @@ def _follow_or_create(folder: Path, log: Path) -> tuple[Any, str, int]:
 def run_search(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, say=print) -> dict[str, Any]:
     """Search one arm and write ``search/<arm>/search.json`` (and ``genotype.json``)."""
     from nni_bio.search_spaces import space_class
-    from nni_bio.trial import space_arguments
+    from nni_bio.search_spaces import space_arguments
 
     folder = study_dir / SEARCH / arm
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,7 +258,7 @@ def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, 
 def _search_one_shot(config, arm, folder, space_cls, space_args, slot, started) -> dict[str, Any]:
     run_dir = folder / "oneshot"
     hparams = {**config.search.train, **config.search.hparams}
-    command = [sys.executable, "-m", "nni_bio.oneshot", "--strategy", config.search.strategy, "--space", config.space,
+    command = [sys.executable, "-m", "nni_bio.strategies.oneshot.trial", "--strategy", config.search.strategy, "--space", config.space,
                "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True), "--dataset", config.dataset,
                "--epochs", str(config.search.epochs), "--threads", str(slot.threads), "--device", slot.device,
                "--hparams", json.dumps(hparams), "--output", str(run_dir), "--resume"]

@@ -14,7 +14,7 @@ name        what                                                            laye
 
 The supernet is the space converted by NNI's own mutation hooks; the loop is nni-bio's (data split,
 SGD, architecture step, per-epoch evaluation), so every strategy reports the same per-epoch record
-and runs unchanged inside an NNI trial (``python -m nni_bio.oneshot``, see :mod:`nni_bio.oneshot`).
+and runs unchanged inside an NNI trial (``python -m nni_bio.strategies.oneshot.trial``, see :mod:`nni_bio.strategies.oneshot.trial`).
 
 **Checkpoints and resume.** With ``checkpoint=PATH`` the loop writes, after every epoch and
 atomically (:mod:`nni_bio.checkpoint`), everything the next epoch depends on: the supernet (weights,
@@ -55,7 +55,7 @@ from torch.utils.data import Subset
 
 from nni_bio.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nni_bio.errors import NniBioError
-from nni_bio.strategies.oneshot_base import EpochRecord, OneShotConfig, OneShotStrategy, Search, recalibrated_evaluate
+from nni_bio.strategies.oneshot.search import EpochRecord, OneShotConfig, OneShotStrategy, Search, recalibrated_evaluate
 
 #: strategy name -> ("module:class", default keyword arguments)
 STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -155,7 +155,7 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
             settings (:data:`RESUME_KEYS` of the checkpoint's ``run``) must be the same.
         on_resume: called once with the restored history before the search continues.
         checkpoint_extra: plain data stored in every checkpoint (e.g. who wrote it).
-        **hparams: :class:`~nni_bio.strategies.oneshot_base.OneShotConfig` fields (``lr``, ``batch_size``,
+        **hparams: :class:`~nni_bio.strategies.oneshot.search.OneShotConfig` fields (``lr``, ``batch_size``,
             ``train_limit``, ``device``, ...) and the strategy's own arguments (``arch_lr``,
             ``arch_gradient``, ``temperature``, ``population_size``, ...). Unknown names raise.
 
@@ -167,7 +167,7 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     from nni_bio.data import get_dataset
     from nni_bio.search_spaces import space_class
     from nni_bio.strategies.supernet import build_supernet
-    from nni_bio.trial import space_arguments
+    from nni_bio.search_spaces import space_arguments
     from nni_bio.training import wire_rules
 
     searcher, config = make_strategy(strategy, **hparams, epochs=epochs, seed=seed)
@@ -310,20 +310,16 @@ def retrain_derived(result: OneShotResult, epochs: int, *, data_dir: str | None 
     ``batch_size``, cosine schedule, ``seed``, ``device``) and is evaluated on the ``val`` split
     after every epoch. Returns the :class:`~nni_bio.training.TrainResult`.
     """
-    from nni_bio.data import get_dataset
     from nni_bio.search_spaces import space_class
     from nni_bio.training import TrainConfig, train
+    from nni_bio.trial_runtime import load_splits, network_at_search_size
 
     if epochs < 1:
         raise NniBioError(f"retraining needs epochs >= 1, got {epochs}")
     config, dataset = result.config, result.config["dataset"]
-    size = {k: v for k, v in result.genotype["args"].items() if k in ("width", "num_cells", "cells_per_stage", "depth")}
     torch.manual_seed(config["seed"])
-    net = space_class(result.space).build_network(result.genotype, **size)
-    train_set = get_dataset(dataset, "train", data_dir, seed=config["seed"])
-    if config.get("train_limit"):
-        train_set = Subset(train_set, range(min(config["train_limit"], len(train_set))))
-    val_set = get_dataset(dataset, "val", data_dir, seed=config["seed"])
+    net = network_at_search_size(space_class(result.space), result.genotype)
+    train_set, val_set = load_splits(dataset, data_dir, config["seed"], config.get("train_limit") or 0)
     train_config = TrainConfig(epochs=epochs, batch_size=config["batch_size"], lr=config["lr"],
                                momentum=config["momentum"], weight_decay=config["weight_decay"],
                                grad_clip=config["grad_clip"], seed=config["seed"], device=config["device"],
