@@ -9,7 +9,9 @@ inside a Lightning evaluator (no per-epoch NNI reporting, no control over which 
 architecture gradient uses). The supernet is NNI's, converted by NNI's own mutation hooks
 (:mod:`nni_bio.strategies.supernet`); the alternating loop is DARTS' ``train_search.py``: for each
 weight batch, one architecture step (Adam, lr 3e-4, betas (0.5, 0.999), weight decay 1e-3) on a
-batch of the architecture split, then one SGD step on the weights.
+batch of the architecture split, then one SGD step on the weights. The architecture parameters are
+every logit of the supernet: the op logits alpha and, with ``edge_normalization`` (PC-DARTS), the
+edge logits beta of the cell nodes, in the same Adam (as PC-DARTS' ``arch_parameters``).
 
 **Second order** (``unrolled=True``, strategy ``darts2``) is DARTS' approximation
 ``grad_alpha L_val(w', alpha) - xi * (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 eps)``

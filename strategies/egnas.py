@@ -4,7 +4,8 @@ Cai et al. 2024, "EG-NAS: Neural Architecture Search with Fast Evolutionary Expl
 reference code ``caicaicheng/EG-NAS`` ``train_search.py``. Each epoch after ``warmup_epochs``:
 
 1. CMA-ES (package ``cmaes``, class ``CMA``) is started at the current flattened architecture logits
-   alpha (all choices of the supernet, in :meth:`Supernet.alpha_vector` order) with step size
+   alpha (all choices of the supernet, in :meth:`Supernet.alpha_vector` order; with
+   ``edge_normalization`` the edge logits beta of the cell nodes too) with step size
    ``sigma = max(1 / epoch, sigma_min)`` (epoch counted from 1, i.e. EG-NAS' ``1/(epoch+1)`` with
    0-based epochs) and runs ``generations`` ask/tell rounds of ``population_size`` samples.
 2. The fitness of a sample is the supernet's cross-entropy on one batch of the architecture split
@@ -18,7 +19,8 @@ reference code ``caicaicheng/EG-NAS`` ``train_search.py``. Each epoch after ``wa
 Then the weights train for an epoch through the softmax(alpha) mixture (SGD, as DARTS). The
 derived architecture is the argmax per label (DARTS' rule inside cells), as for DARTS.
 
-Differences to the reference, on purpose: no partial-channel supernet (k = 4 in EG-NAS); CMA-ES
+Differences to the reference, on purpose: no partial-channel supernet unless asked for
+(``partial_channels=4`` as EG-NAS; ``edge_normalization`` for PC-DARTS' edge weights); CMA-ES
 works on the logits themselves (EG-NAS normalises "projected weights" and adds
 ``step_size * softmax(best)`` to alpha); one CMA-ES run of ``generations`` rounds instead of
 ``samples`` independent one-generation runs; the fitness defaults to the plain validation loss.

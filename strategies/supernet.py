@@ -13,8 +13,18 @@ primitive those strategies support works here too: ``LayerChoice`` (every ``rule
 every edge of a ``Cell`` mix its candidates on 1/k of the channels only: the ops are built k times
 narrower, the other channels bypass them (max-pooled on stride-2 edges) and a channel shuffle
 interleaves both, so the op x rule supernet needs about k times less memory for its mixed ops.
-PC-DARTS' second part, edge normalization (a learned weight per incoming edge of a node), is not
-implemented: nodes sum their edges as DARTS does, bypassed channels included.
+
+``edge_normalization=True`` is PC-DARTS' second part (its ``model_search.py``), independent of k:
+every node i of a ``Cell`` gets a learnable architecture parameter beta of one logit per incoming
+edge (``{cell}/{i}`` in ``model``'s ``_arch_beta``, shared between cells of one label as the alphas
+are; initialised as ``1e-3 * randn``), and the node outputs ``sum_j softmax(beta)_j * edge_j(x_j)``
+(plain softmax, also in gumbel supernets) instead of DARTS' ``sum_j edge_j(x_j)``; with uniform beta
+that is the DARTS node divided by its i inputs. beta is an architecture parameter like alpha
+(:meth:`Supernet.arch_parameters`, :meth:`Supernet.alpha_vector`, checkpoints; never in
+:attr:`Supernet.weights`). The derivation ranks node i's inputs by ``softmax(beta)_j`` times the
+edge's best non-``none`` op weight (PC-DARTS' ``genotype``); the op of each kept edge is unchanged.
+:meth:`Supernet.probs` shows ``softmax(beta)`` as ``{cell}/{i}: {j: weight}``; the discretized view
+sums the chosen edges unweighted, as the derived network does.
 
 Every edge of a differentiable cell mixes exactly one zero op, as in DARTS: NNI adds an implicit
 zero logit to each edge, which :func:`build_supernet` drops where the candidates already hold
@@ -56,28 +66,52 @@ EXCLUDED_IN_CELL = (ZERO_OP,)
 _OFF = -1.0e4  # a logit whose softmax weight is exactly 0 in float32
 
 
-def build_supernet(space: nn.Module, kind: str, *, partial_channels: int = 1) -> Supernet:
+def build_supernet(space: nn.Module, kind: str, *, partial_channels: int = 1,
+                   edge_normalization: bool = False) -> Supernet:
     """Convert ``space`` (an NNI ``ModelSpace``, changed in place) into a one-shot supernet of ``kind``.
 
     ``partial_channels=k > 1``: partial-channel edges in every ``Cell`` (see the module docstring;
     ``mixture`` and ``gumbel`` supernets of spaces whose cell op factories take the width as ``C``,
-    as the DARTS space's do).
+    as the DARTS space's do). ``edge_normalization``: PC-DARTS' learned weight per incoming edge of
+    every ``Cell`` node (see the module docstring; ``mixture`` and ``gumbel`` supernets of spaces
+    with cells).
     """
     from nni.nas.strategy import DARTS, GumbelDARTS, RandomOneShot
 
     if kind not in KINDS:
         raise ValueError(f"supernet kind must be one of {KINDS}, not {kind!r}")
+    if edge_normalization:
+        _check_edge_normalization(space, kind)
     if partial_channels != 1:
         _narrow_cell_ops(space, kind, partial_channels)
     converter = {"mixture": DARTS, "gumbel": GumbelDARTS, "path": RandomOneShot}[kind]()
     converter.mutate_model(space)
     _one_zero_op_per_edge(space)
-    if partial_channels != 1:
+    if partial_channels != 1 or edge_normalization:
+        betas: dict[str, nn.Parameter] = {}  # one beta per node label: shared by the cells of one label
         for m in space.modules():
             if type(m) is DifferentiableMixedCell:
                 m.__class__ = PartialChannelMixedCell
                 m.partial_channels = partial_channels
+                if edge_normalization:
+                    m._arch_beta = nn.ParameterDict({
+                        key: betas.setdefault(key, nn.Parameter(torch.randn(i) * 1e-3))
+                        for i in range(m.num_predecessors, m.num_predecessors + m.num_nodes)
+                        for key in [f"{m.label}/{i}"]})
+        if edge_normalization and not betas:
+            raise ValueError("edge_normalization: no Cell of the space became a differentiable cell")
     return Supernet(space, kind)
+
+
+def _check_edge_normalization(space: nn.Module, kind: str) -> None:
+    from nni.nas.nn.pytorch import Cell
+
+    if kind == "path":
+        raise ValueError("edge_normalization needs a mixture or gumbel supernet (darts, darts2, gumbel, egnas), "
+                         "not a 'path' one (a sampled path runs one input per node)")
+    if not any(isinstance(m, Cell) for m in space.modules()):
+        raise ValueError("edge_normalization: the space has no Cell (edge normalization weighs the incoming edges "
+                         "of a cell's nodes; the DARTS space has cells)")
 
 
 def _narrow_cell_ops(space: nn.Module, kind: str, k: int) -> None:
@@ -112,9 +146,22 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
 class PartialChannelMixedCell(DifferentiableMixedCell):
     """NNI's differentiable cell with PC-DARTS edges: each edge mixes its (narrow) candidates on the
     first 1/k of its input's channels, passes the rest through (max-pooled where the edge has stride
-    2), concatenates both and shuffles the channels in k groups. Set by :func:`build_supernet`."""
+    2), concatenates both and shuffles the channels in k groups (k = 1: NNI's edges). With edge
+    normalization (``_arch_beta``) node i weighs its edges by ``softmax(beta)``. Set by
+    :func:`build_supernet`."""
 
     partial_channels: int
+    # NNI's arch_parameters() yields the parameters under these names: beta is an architecture parameter
+    _arch_parameter_names: list[str] = ["_arch_alpha", "_arch_beta"]
+    #: inside :meth:`Supernet.discretized`: nodes sum their edges unweighted (as the derived network)
+    edges_summed: bool = False
+
+    def edge_weights(self, node: int) -> Tensor | None:
+        """``softmax(beta)`` over node ``node``'s incoming edges (``None``: no edge normalization)."""
+        beta = getattr(self, "_arch_beta", None)  # a submodule: no class default (it would shadow it)
+        if beta is None or self.edges_summed:
+            return None
+        return torch.softmax(beta[f"{self.label}/{node}"], -1)
 
     def forward(self, *inputs: list[Tensor] | Tensor) -> tuple[Tensor, ...] | Tensor:
         k = self.partial_channels
@@ -136,6 +183,9 @@ class PartialChannelMixedCell(DifferentiableMixedCell):
                 if mixed.shape[2:] != bypass.shape[2:]:
                     bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
                 current_state.append(channel_shuffle(torch.cat([mixed, bypass], 1), k))
+            edge_weights = self.edge_weights(i)
+            if edge_weights is not None:  # PC-DARTS' edge normalization
+                current_state = [w * s for w, s in zip(edge_weights.to(current_state[0].dtype), current_state)]
             states.append(sum(current_state))
         this_cell = torch.cat(states[self.num_predecessors:], self.concat_dim)
         return self.postprocessor(this_cell, processed_inputs)
@@ -202,7 +252,8 @@ class Supernet:
     def probs(self) -> dict[str, dict[Any, float]]:
         """Noise-free softmax of every choice: ``{label: {candidate: p}}``; a cell edge is labelled
         ``cell/target_source``; NNI's implicit zero op, which only a cell without ``none`` keeps (see
-        :func:`build_supernet`), is left out (as NNI's ``export_probs``)."""
+        :func:`build_supernet`), is left out (as NNI's ``export_probs``). With edge normalization,
+        ``cell/target`` is a node's ``softmax(beta)`` over its inputs: ``{source: weight}``."""
         out: dict[str, dict[Any, float]] = {}
         for m in self.choices:
             if isinstance(m, DifferentiableMixedLayer):
@@ -212,6 +263,8 @@ class Supernet:
             elif isinstance(m, DifferentiableMixedCell):
                 for edge, alpha in m._arch_alpha.items():
                     out.setdefault(edge, dict(zip(m.op_names, _softmax(alpha))))
+                for node, beta in (getattr(m, "_arch_beta", None) or {}).items():  # edge normalization
+                    out.setdefault(node, dict(enumerate(_softmax(beta))))
         return out
 
     def derive(self) -> dict[str, Any]:
@@ -220,7 +273,8 @@ class Supernet:
         A ``LayerChoice`` takes its most probable candidate, an ``InputChoice`` its ``n_chosen``
         most probable inputs; inside a ``Cell`` every node keeps the ``num_ops_per_node`` incoming
         edges whose best non-``none`` op weighs most, each with that op (DARTS' rule, as
-        ``darts_net.sample_from_edge_weights``; NNI's own cell export may pick ``none``).
+        ``darts_net.sample_from_edge_weights``; NNI's own cell export may pick ``none``); with edge
+        normalization an edge's weight is that op's times ``softmax(beta)`` of the edge (PC-DARTS).
         """
         if self.kind == "path":
             raise TypeError("a path supernet has no architecture weights: ask its controller (ENAS)")
@@ -239,9 +293,13 @@ class Supernet:
 
     @contextlib.contextmanager
     def discretized(self, sample: dict[str, Any]) -> Iterator[None]:
-        """Temporarily set the logits so the mixture computes exactly ``sample`` (other weights 0)."""
+        """Temporarily set the logits so the mixture computes exactly ``sample`` (other weights 0;
+        edge-normalized nodes sum their chosen edges unweighted, as the derived network does)."""
         saved = self.alpha_vector()
+        normalized = [m for m in self.choices if isinstance(m, PartialChannelMixedCell)]
         try:
+            for m in normalized:
+                m.edges_summed = True
             with torch.no_grad():
                 for m in self.choices:
                     if isinstance(m, DifferentiableMixedLayer):
@@ -253,6 +311,8 @@ class Supernet:
             with plain_softmax(self.model):
                 yield
         finally:
+            for m in normalized:
+                m.edges_summed = False
             self.set_alpha_vector(saved)
 
     # -- path sampling ----------------------------------------------------------------------------
@@ -277,6 +337,8 @@ def _derive_cell(cell: DifferentiableMixedCell) -> dict[str, Any]:
     out: dict[str, Any] = {}
     names = cell.op_names
     for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes):
+        beta = getattr(cell, "_arch_beta", None)  # edge normalization (also inside ``discretized``)
+        edge_weights = None if beta is None else _softmax(beta[f"{cell.label}/{i}"])
         edges = []
         for j in range(i):
             weights = _softmax(cell._arch_alpha[f"{cell.label}/{i}_{j}"])[:len(names)]  # drop the implicit zero
@@ -284,6 +346,8 @@ def _derive_cell(cell: DifferentiableMixedCell) -> dict[str, Any]:
             if not allowed:
                 raise ValueError(f"cell {cell.label!r} has no candidate besides {EXCLUDED_IN_CELL}")
             w, name = max(allowed, key=lambda t: t[0])
+            if edge_weights is not None:  # PC-DARTS: the op weights times the edge's weight
+                w *= edge_weights[j]
             edges.append((w, j, name))
         kept = sorted(sorted(edges, key=lambda t: -t[0])[:cell.num_ops_per_node], key=lambda t: t[1])
         for k in range(cell.num_ops_per_node):

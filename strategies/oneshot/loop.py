@@ -177,7 +177,8 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     random.seed(seed)
     space_cls = space_class(space)
     args = space_arguments(space_cls, dict(space_args or {}), dataset)
-    supernet = build_supernet(space_cls(**args), searcher.supernet_kind, partial_channels=config.partial_channels)
+    supernet = build_supernet(space_cls(**args), searcher.supernet_kind, partial_channels=config.partial_channels,
+                              edge_normalization=config.edge_normalization)
     wire_rules(supernet.model)  # rules needing the output error (DFA) get the bus
 
     train_set = get_dataset(dataset, "train", data_dir, seed=seed)
@@ -246,7 +247,7 @@ RESUME_KEYS = ("space", "strategy", "dataset", "space_args", "config", "hparams"
 _FREE_FIELDS = ("device", "num_workers", "channels_last")
 #: config fields added after version 1 checkpoints existed, at their defaults: left out of the
 #: settings, so those checkpoints still resume
-_LATER_DEFAULTS = {("amp", "none"), ("partial_channels", 1)}
+_LATER_DEFAULTS = {("amp", "none"), ("partial_channels", 1), ("edge_normalization", False)}
 
 
 def _run_settings(space: str, strategy: str, dataset: str, space_args: Mapping[str, Any] | None,

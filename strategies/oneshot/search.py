@@ -56,6 +56,10 @@ class OneShotConfig:
             convolutions on GPUs with tensor cores, with ``amp``).
         partial_channels: PC-DARTS' k: each cell edge mixes its candidates on 1/k of its channels
             (:func:`~nni_bio.strategies.supernet.build_supernet`; DARTS space, mixture/gumbel supernets).
+        edge_normalization: PC-DARTS' edge normalization: a learned architecture weight beta per
+            incoming edge of every cell node, ``softmax(beta)`` weighing the node's sum and the
+            derivation's ranking of its inputs (independent of ``partial_channels``; spaces with
+            cells, mixture/gumbel supernets: darts, darts2, gumbel, egnas).
     """
 
     epochs: int = 50
@@ -74,6 +78,7 @@ class OneShotConfig:
     amp: str = "none"
     channels_last: bool = False
     partial_channels: int = 1
+    edge_normalization: bool = False
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_DTYPES:

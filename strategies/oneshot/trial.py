@@ -58,10 +58,13 @@ scaled architecture gradients), ``--channels-last`` (supernet and batches in cha
 format) and ``--partial-channels K`` (PC-DARTS' partial-channel edges, mixing the candidates of each
 DARTS cell edge on 1/K of its channels: about K times less memory for the op x rule supernet, as
 EG-NAS runs it) apply to every strategy; ``--partial-channels`` needs the DARTS space and a mixture
-strategy (darts, darts2, gumbel, egnas)::
+strategy (darts, darts2, gumbel, egnas). ``--edge-normalization`` adds PC-DARTS' other half, usually
+together with it (but independent of K): a learned architecture weight beta per incoming edge of
+every cell node, the node summing ``softmax(beta)_j`` times its edges and the derivation ranking
+inputs by ``softmax(beta)_j`` times their best op weight; same spaces and strategies::
 
     python -m nni_bio.strategies.oneshot.trial --strategy egnas --space darts --dataset cifar10 --epochs 50 \
-        --device cuda --amp bf16 --channels-last --partial-channels 4
+        --device cuda --amp bf16 --channels-last --partial-channels 4 --edge-normalization
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="mixed precision: bf16 (autocast) or fp16 (autocast and a GradScaler); default none")
     p.add_argument("--channels-last", action="store_true", default=None,
                    help="supernet and batches in channels-last memory format (GPUs with tensor cores)")
+    p.add_argument("--edge-normalization", action="store_true", default=None,
+                   help="PC-DARTS' edge normalization: a learned architecture weight per incoming edge of every cell "
+                   "node (spaces with cells, e.g. darts; strategies darts, darts2, gumbel, egnas)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a further strategy argument (VALUE read as JSON if it parses), e.g. --set population_size=20 "
                    "--set temperature=[1.0,0.5]; repeatable")
@@ -140,7 +146,7 @@ def resolve(args: argparse.Namespace, params: dict[str, Any]) -> tuple[str, dict
     if strategy is None:
         raise NniBioError("no strategy: run under nnictl with a 'strategy' parameter, or pass --strategy "
                           "(darts, darts2, gumbel, enas, egnas)")
-    hparams = {name: getattr(args, name) for name in (*_HPARAM_FLAGS, "amp", "channels_last")
+    hparams = {name: getattr(args, name) for name in (*_HPARAM_FLAGS, "amp", "channels_last", "edge_normalization")
                if getattr(args, name, None) is not None}
     hparams.update(json.loads(args.hparams))
     for item in args.set:
