@@ -111,3 +111,35 @@ def test_no_core_module_shares_a_name_with_a_rule_file() -> None:
     core = {p.stem for p in PACKAGE.glob("*.py")}
     rules = {p.stem for p in (PACKAGE / "rules").glob("*.py")} - {"__init__"}
     assert not core & rules, f"nni_bio/<name>.py and nni_bio/rules/<name>.py both exist: {sorted(core & rules)}"
+
+
+REPO = PACKAGE.parent
+#: the trial entry points and the command line: processes start there, nothing below imports them
+ENTRY_POINTS = {"nni_bio.trial", "nni_bio.strategies.oneshot.trial", "nni_bio.oneshot", "nni_bio.cli"}
+#: who may read an entry point: the CLI layer, and the preflight, which parses trial command lines with
+#: the trials' own argument parsers (plus the warning alias nni_bio.oneshot)
+MAY_IMPORT_ENTRY_POINTS = ("nni_bio.cli", "nni_bio.commands.", "nni_bio.preflight", "nni_bio.oneshot",
+                           "nni_bio.__main__")
+
+
+def all_modules() -> dict[str, Path]:
+    """Every module of the installed package, ``search_spaces/`` and ``strategies/`` under their installed names."""
+    roots = {"nni_bio": PACKAGE, "nni_bio.search_spaces": REPO / "search_spaces",
+             "nni_bio.strategies": REPO / "strategies"}
+    modules = {}
+    for prefix, root in roots.items():
+        for path in sorted(root.rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join((prefix, *parts))] = path
+    return modules
+
+
+def test_dependencies_point_down_to_the_entry_points_not_up_from_them() -> None:
+    modules = all_modules()
+    assert {"nni_bio.strategies.oneshot.loop", "nni_bio.trial_runtime", "nni_bio.strategies.multi_trial"} <= set(modules)
+    wrong = {name: sorted(imported_modules(path, ENTRY_POINTS) - {name}) for name, path in modules.items()
+             if not name.startswith(MAY_IMPORT_ENTRY_POINTS)}
+    wrong = {name: deps for name, deps in wrong.items() if deps}
+    assert not wrong, f"library modules importing an entry point: {wrong}"
