@@ -103,7 +103,8 @@ class Feedback(nn.Module):
 
     The default backward sends the error down through :meth:`feedback_weight` and computes the exact
     local weight and bias gradients, in one fused call (family ``feedback``). Rules that do something
-    else (direct projection, Hebbian pseudo-gradients) override :meth:`backward`.
+    else (direct projection, Hebbian pseudo-gradients) override :meth:`backward`. Feedback of the form
+    ``B = sign(W) * magnitude`` subclasses :class:`SignFeedback` instead (B is then built in the backward).
 
     Attributes:
         exact: if true the host layer runs plain ``F.linear``/``F.conv2d`` (true backprop).
@@ -116,6 +117,7 @@ class Feedback(nn.Module):
     exact: ClassVar[bool] = False
     needs_output: ClassVar[bool] = False
     host_state: ClassVar[tuple[str, ...]] = ()
+    _sign_path: ClassVar[bool] = False  # see SignFeedback
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         """Tensor of ``weight``'s shape that replaces W when the error is sent to the layer below.
@@ -137,7 +139,9 @@ class Feedback(nn.Module):
         the tensor or a view of it. Otherwise a new tensor is made (and kept for the next call). This
         saves a weight-sized allocation per layer and training step, which on the CPU also means page
         faults each time the allocator hands the memory back to the OS. Under ``torch.compile`` it
-        returns a fresh tensor. Not part of the state dict, not copied by ``deepcopy``.
+        returns a fresh tensor. Not part of the state dict, not copied by ``deepcopy``. (A
+        :class:`SignFeedback` uses it in ``feedback_weight`` and in a convolution's backward; a linear
+        layer's backward builds its B in the weight gradient's memory instead.)
         """
         if torch.compiler.is_compiling():  # traced code must stay functional
             return torch.empty_like(weight)
@@ -187,6 +191,44 @@ class Feedback(nn.Module):
                     unexpected_keys.remove(key)
             elif strict:
                 missing_keys.append(key)
+
+
+class SignFeedback(Feedback):
+    """Feedback of the sign-concordant kind: ``B = sign(W) * magnitude``, ``sign(0) = 0``, W the current weight.
+
+    Subclasses implement :meth:`sign_magnitude` only (uSF, frSF and brSF are built this way).
+    :meth:`feedback_weight` gives the whole B, for whoever reads it (metrics such as the W-B angle,
+    :mod:`nni_bio.testing`). The host layer does not call it: at forward time it calls
+    :meth:`sign_magnitude` and keeps W and the magnitude; the backward builds B from them where it is
+    used, for a linear layer in the memory W's gradient is written to next (no extra weight-sized
+    tensor, B still in the cache when it is read). The gradients are those of the B that
+    :meth:`feedback_weight` returns, B of the weight and magnitude at forward time: changing W (or a
+    magnitude tensor) in place between a forward and its backward is refused by autograd, as a change
+    of W is for ``nn.Linear``.
+
+    A subclass that overrides :meth:`feedback_weight` or :meth:`~Feedback.backward`, or an instance
+    whose ``feedback_weight`` is replaced, gets the general path instead (B built at forward time by
+    ``feedback_weight`` and handed to ``backward``).
+    """
+
+    _sign_path: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._sign_path = cls.feedback_weight is SignFeedback.feedback_weight and cls.backward is Feedback.backward
+
+    def sign_magnitude(self, weight: Tensor, training: bool) -> Tensor | float:
+        """The magnitude of B for one forward: a float, or a tensor of ``weight``'s shape (or one that
+        broadcasts to it) that does not require grad (a buffer, a view of one). It is kept for the
+        backward, where B is built: as for W, autograd refuses that backward if the tensor was changed
+        in place in between. Called once per forward that can be followed by a backward, and by
+        :meth:`feedback_weight`; ``training`` as there (a rule that redraws per step does it when it
+        is true)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sign_magnitude()")
+
+    def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
+        magnitude = self.sign_magnitude(weight, training)
+        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(magnitude)  # detached: no graph
 
 
 class LearningRule:
@@ -253,4 +295,5 @@ def xavier_like(weight: Tensor, generator: torch.Generator | None = None) -> Ten
     return out.to(weight.device)
 
 
-__all__ = ["PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "RuleInfo", "xavier_like", "xavier_std"]
+__all__ = ["PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "RuleInfo", "SignFeedback", "xavier_like",
+           "xavier_std"]

@@ -1,6 +1,8 @@
 """Speed paths of the sign-concordant rules: the reused feedback buffer (Feedback.scratch) and brSF's
 magnitude pool. Reuse must never change a gradient: a buffer still held by a graph, a caller or a view
-is not written."""
+is not written. (The backward of a linear layer builds B in its weight gradient's memory, not in the
+scratch buffer: tests/test_sign_feedback_speedpath.py; the buffer-reuse tests here use convolutions,
+whose backward builds B in it, and ``feedback_weight``.)"""
 
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ def feedback_of(layer, training: bool = True) -> torch.Tensor:
 
 @pytest.mark.parametrize("rule", SIGN_RULES)
 def test_buffer_is_reused_from_step_to_step(rule: str) -> None:
-    layer = nni_bio.get_rule(rule).linear(16, 8).train()
-    x = torch.randn(4, 16, requires_grad=True)
+    layer = nni_bio.get_rule(rule).conv2d(3, 4, 3, padding=1).train()
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
     pointers = set()
     for _ in range(4):
         layer(x).sum().backward()
@@ -84,23 +86,25 @@ def test_a_caller_keeps_what_feedback_weight_returned(rule: str) -> None:
 
 @pytest.mark.parametrize("rule", SIGN_RULES)
 def test_copies_get_their_own_buffer(rule: str) -> None:
-    layer = nni_bio.get_rule(rule).linear(16, 8).train()
-    layer(torch.randn(4, 16, requires_grad=True)).sum().backward()
+    layer = nni_bio.get_rule(rule).conv2d(3, 4, 3, padding=1).train()
+    layer(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
     twin = copy.deepcopy(layer)
     assert "_scratch" not in twin.feedback.__dict__
-    twin(torch.randn(4, 16, requires_grad=True)).sum().backward()
+    twin(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
     assert twin.feedback._scratch.data_ptr() != layer.feedback._scratch.data_ptr()
 
 
 def test_buffer_follows_dtype_and_shape() -> None:
-    layer = nni_bio.get_rule("usf").linear(16, 8).train()
-    layer(torch.randn(4, 16, requires_grad=True)).sum().backward()
+    layer = nni_bio.get_rule("usf").conv2d(3, 4, 3, padding=1).train()
+    layer(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
     layer.double()
-    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(4, 8, dtype=torch.float64)
-    layer(x).backward(g)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    g = torch.randn_like(out)
+    out.backward(g)
     assert layer.feedback._scratch.dtype == torch.float64
-    torch.testing.assert_close(x.grad, g @ (layer.feedback.scale * torch.sign(layer.weight.detach())))
+    B = layer.feedback.scale * torch.sign(layer.weight.detach())
+    torch.testing.assert_close(x.grad, torch.nn.grad.conv2d_input(x.shape, B, g, padding=1))
 
 
 def test_brsf_magnitudes_are_windows_of_one_pool() -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like, xavier_std
+from nni_bio.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_like, xavier_std
 
 _MASK = 2**64 - 1
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant
@@ -56,7 +56,7 @@ def pool_size(numel: int) -> int:
     return numel + min(max(numel, _MIN_OFFSETS), _MAX_OFFSETS)
 
 
-class BatchwiseSignFeedback(Feedback):
+class BatchwiseSignFeedback(SignFeedback):
     """Host state ``seed``, ``step`` and ``draws`` (ints); the magnitudes are regenerated from them."""
 
     host_state = ("seed", "step", "draws")
@@ -91,11 +91,10 @@ class BatchwiseSignFeedback(Feedback):
         return pool.as_strided(weight.shape, self._pool[2], offset)
 
     @torch.compiler.disable  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
-    def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
+    def sign_magnitude(self, weight: Tensor, training: bool) -> Tensor:
         if training:
             self.step += 1
-        magnitude = self.magnitude(weight)
-        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(magnitude)  # detached: no graph
+        return self.magnitude(weight)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
                               missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:

@@ -11,16 +11,16 @@ import torch
 from torch import Tensor
 
 from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
+from nni_bio.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_like
 
 
-class FixedMagnitudeSignFeedback(Feedback):
+class FixedMagnitudeSignFeedback(SignFeedback):
     def __init__(self, weight: Tensor, generator: torch.Generator):
         super().__init__()
         self.register_buffer("magnitude", xavier_like(weight, generator).abs_())
 
-    def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
-        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(self.magnitude)  # detached: no graph
+    def sign_magnitude(self, weight: Tensor, training: bool) -> Tensor:
+        return self._buffers["magnitude"]
 
 
 class FixedRandomSignFeedbackRule(LearningRule):

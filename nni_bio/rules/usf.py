@@ -7,20 +7,19 @@ sqrt(2 / (fan_in + fan_out)), which keeps the backward signal from exploding. No
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_std
+from nni_bio.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_std
 
 
-class UniformSignFeedback(Feedback):
+class UniformSignFeedback(SignFeedback):
     def __init__(self, scale: float):
         super().__init__()
         self.scale = scale
 
-    def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
-        return torch.sign(weight.detach(), out=self.scratch(weight)).mul_(self.scale)  # detached: no graph
+    def sign_magnitude(self, weight: Tensor, training: bool) -> float:
+        return self.scale
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.4g}"
