@@ -31,6 +31,7 @@ from nni_bio.rule import PLUGIN_API_VERSION as PLUGIN_API_VERSION
 from nni_bio.rule import Feedback as Feedback
 from nni_bio.rule import LearningRule as LearningRule
 from nni_bio.rule import RuleInfo as RuleInfo
+from nni_bio.rule import SignFeedback as SignFeedback
 from nni_bio.rule import xavier_like as xavier_like
 from nni_bio.rule import xavier_std as xavier_std
 from nni_bio.swap import rule_map as rule_map
@@ -38,7 +39,7 @@ from nni_bio.swap import swap_rule as swap_rule
 
 __all__ = [
     "PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "NniBioError", "RuleConv2d", "RuleInfo",
-    "RuleLayer", "RuleLinear", "UnknownRuleError", "enable_dfa", "get_rule", "is_rule", "list_rules",
+    "RuleLayer", "RuleLinear", "SignFeedback", "UnknownRuleError", "enable_dfa", "get_rule", "is_rule", "list_rules",
     "register_rule", "rule_map", "rule_sources", "swap_rule", "unregister_rule", "xavier_like", "xavier_std",
 ]
 

@@ -5,9 +5,11 @@ two steps compiled and two steps eagerly from the same weights; gradients and up
 Backend ``aot_eager``: dynamo captures the graph and AOTAutograd traces forward and backward
 (through the rule layers' custom ``autograd.Function``), then runs them eagerly. That is the part
 of ``torch.compile`` a rule can break; inductor's code generation on top is the same for any graph
-(and slow to compile on a CPU). How rules compile: ``fa``, ``usf``, ``frsf``, ``kp`` and
-``backprop`` are traced whole, backward included; ``brsf`` builds B outside the graph (its step
-counter and pool offset are host state: one graph break per brSF layer, no recompilation per step);
+(and slow to compile on a CPU). How rules compile (``torch._dynamo.explain``): the forward of
+``fa``, ``usf``, ``frsf``, ``kp`` and ``backprop`` layers is captured without a graph break; ``brsf``
+picks its magnitudes outside the graph (its step counter and pool offset are host state: one graph
+break per brSF layer, no recompilation per step) and, like ``usf`` and ``frsf``, builds B in the
+custom backward;
 ``dfa``'s backward needs the output error that only exists at backward time, so dynamo runs its
 layers eagerly. Every one computes what eager mode computes.
 """
