@@ -89,8 +89,8 @@ class LinearOp(LayerOp):
                    scratch: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor | None, ...]:
         # B is built in the memory the weight gradient is then written to: B is read (g @ B) while it
         # is still in the cache, the gradient's stores hit lines B just brought in, and no tensor of W's
-        # size is allocated or kept besides the gradient itself (1024x1024, batch 64: 1.02-1.04x plain
-        # torch per step, against 1.08-1.10 with B built at forward time in a buffer of its own).
+        # size is allocated or kept besides the gradient itself (measured in benchmarks/README.md,
+        # rule_overhead.py: "What was changed").
         # Not when the backward itself is differentiated (out= ops are not) or traced.
         if not (needs[0] and needs[1]) or weight.dtype != g.dtype or torch.is_grad_enabled() \
                 or torch.compiler.is_compiling():

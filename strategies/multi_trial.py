@@ -85,7 +85,6 @@ def evaluate(sample: dict[str, Any], *, space: str, space_args: dict[str, Any] |
 
     import torch
 
-    from nni_bio.experiment import unwrap_choice
     from nni_bio.training import TrainConfig
     from nni_bio.trial_runtime import train_architecture
 
@@ -93,7 +92,7 @@ def evaluate(sample: dict[str, Any], *, space: str, space_args: dict[str, Any] |
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          grad_clip=grad_clip, seed=seed, device=device)
     output = os.environ.get("NNI_OUTPUT_DIR") or _numbered_folder(Path(output_root or "runs/multi_trial"))
-    final = train_architecture(space, space_args or {}, {k: unwrap_choice(v) for k, v in sample.items()},
+    final = train_architecture(space, space_args or {}, sample,
                                dataset=dataset, config=config, data_dir=data_dir, train_limit=train_limit,
                                output=output, say=_logger.info)
     return final["default"]

@@ -27,12 +27,7 @@ ends with the same per-epoch numbers and the same derived architecture as one ne
 (bit for bit on a CPU; on a GPU as far as its kernels are deterministic). The file holds tensors and
 plain data only, read with ``torch.load(weights_only=True)``.
 
-Example:
-    >>> from nni_bio.strategies.oneshot import run_oneshot
-    >>> result = run_oneshot("tiny", "darts", "digits", epochs=1, train_limit=256,
-    ...                      space_args={"width": 4}, arch_lr=3e-3)
-    >>> sorted(result.sample)
-    ['conv1', 'conv2', 'fc']
+The example is in the package docstring (:mod:`nni_bio.strategies.oneshot`).
 """
 
 from __future__ import annotations
