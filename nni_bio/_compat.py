@@ -240,19 +240,177 @@ def patch_v3_parameter_binding(node_dir: str | None = None) -> bool:
     file, False when it was patched already; raises RuntimeError when the file is not NNI 3.0's.
     """
     path = os.path.join(node_dir or nni_node_dir(), *_V3_COMPAT_JS)
+    return _patch_text(path, _V3_PATCH, "", _V3_PATCH_MARK, "bind trial parameters")
+
+
+#: the environment variable the patched manager reads: the addresses its REST server binds, comma separated
+MANAGER_HOSTS_ENV = "NNI_BIO_MANAGER_HOSTS"
+#: what a user sets to open the manager to another address (``nni-bio search --listen``, a study's ``search.listen``)
+LISTEN_ENV = "NNI_BIO_LISTEN"
+_LISTEN_MARK = "nni-bio: the manager listens where it must"
+_LAUNCHER_HOSTS = '''
+
+def _nni_bio_manager_hosts(config, mode):
+    # nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address).
+    # Loopback always (nnictl and nni-bio reach the manager there); the workers' address for remote-style
+    # platforms; anything else only when asked for with NNI_BIO_LISTEN.
+    asked = [h.strip() for h in os.environ.get('NNI_BIO_LISTEN', '').split(',') if h.strip()]
+    if '0.0.0.0' in asked or '::' in asked:
+        return '0.0.0.0' if '0.0.0.0' in asked else '::'
+    hosts = ['127.0.0.1'] + asked
+    remote = ('hybrid', 'remote', 'openpai', 'kubeflow', 'frameworkcontroller', 'adl')
+    if mode in remote and getattr(config, 'nni_manager_ip', None):
+        hosts.append(str(config.nni_manager_ip))
+    return ','.join(dict.fromkeys(h for h in hosts if h != 'localhost'))
+'''
+#: (file under nni_node, [(NNI's text, the patched text)], text appended at the end); each piece must match once
+_LISTEN_PATCHES = (
+    (("rest_server", "index.js"), (
+        ("""        this.server = app.listen(this.port);
+""",
+         """        // nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+        const nniBioHosts = (process.env.NNI_BIO_MANAGER_HOSTS || '127.0.0.1').split(',').filter(host => host);
+        this.server = app.listen(this.port, nniBioHosts[0]);
+        // the other addresses relay their connections (HTTP and the workers' WebSockets) to the first one
+        this.nniBioServers = nniBioHosts.slice(1).map(host => {
+            const net = require('net');
+            const sockets = new Set();
+            const relay = net.createServer(socket => {
+                const upstream = net.connect(this.port, nniBioHosts[0]);
+                sockets.add(socket);
+                sockets.add(upstream);
+                socket.on('close', () => { sockets.delete(socket); upstream.destroy(); });
+                upstream.on('close', () => { sockets.delete(upstream); socket.destroy(); });
+                socket.on('error', () => upstream.destroy());
+                upstream.on('error', () => socket.destroy());
+                socket.pipe(upstream).pipe(socket);
+            });
+            relay.nniBioSockets = sockets;
+            relay.on('error', (error) => { globals_1.default.shutdown.criticalError('RestServer', error); });
+            return relay.listen(this.port, host);
+        });
+"""),
+        ("""        const deferred = new deferred_1.Deferred();
+        this.server.close(() => {""",
+         """        const deferred = new deferred_1.Deferred();
+        for (const relay of this.nniBioServers || []) {
+            relay.close();
+            for (const socket of relay.nniBioSockets) {
+                socket.destroy();
+            }
+        }
+        this.server.close(() => {"""),
+    ), ""),
+    (("common", "restServer.js"), (
+        ("""    hostName = '0.0.0.0';
+""",
+         """    // nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+    hostName = (process.env.NNI_BIO_MANAGER_HOSTS || '127.0.0.1').split(',').filter(host => host).pop();
+"""),
+    ), ""),
+    (("..", "nni", "experiment", "launcher.py"), (
+        ("""        proc = _start_rest_server(nni_manager_args, run_mode)
+""",
+         """        # nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+        os.environ['NNI_BIO_MANAGER_HOSTS'] = _nni_bio_manager_hosts(config, nni_manager_args.mode)
+        proc = _start_rest_server(nni_manager_args, run_mode)
+"""),
+    ), _LAUNCHER_HOSTS),
+    (("..", "nni", "experiment", "experiment.py"), (
+        ("""        ips = [f'http://{ip}:{port}' for ip in ips if ip]
+""",
+         """        # nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+        import os
+        bound = os.environ.get('NNI_BIO_MANAGER_HOSTS', '127.0.0.1').split(',')
+        ips = [ip for ip in ips if ip in bound] or ([] if bound[0] in ('0.0.0.0', '::') else bound) or ips
+        ips = [f'http://{ip}:{port}' for ip in ips if ip]
+"""),
+    ), ""),
+)
+
+
+def _patch_text(path: str, pieces: tuple[tuple[str, str], ...], appended: str, mark: str, what: str) -> bool:
+    """Replace each piece (each must occur exactly once) and append ``appended``; atomic, idempotent."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    if _V3_PATCH_MARK in text:
+    if mark in text:
         return False
-    for old, new in _V3_PATCH:
+    for old, new in pieces:
         if text.count(old) != 1:
-            raise RuntimeError(f"{path} is not NNI {NNI_VERSION}'s: cannot bind trial parameters ({old.strip()[:60]!r})")
+            raise RuntimeError(f"{path} is not NNI {NNI_VERSION}'s: cannot {what} ({old.strip()[:60]!r})")
         text = text.replace(old, new)
+    text += appended
     tmp = path + ".nni-bio-tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
     return True
+
+
+def _listen_paths(node_dir: str | None) -> list[str]:
+    root = node_dir or nni_node_dir()
+    return [os.path.normpath(os.path.join(root, *parts)) for parts, _, _ in _LISTEN_PATCHES]
+
+
+def patch_manager_listen_address(node_dir: str | None = None) -> bool:
+    """NNI's manager listens on loopback, plus the address remote workers use, and nowhere else.
+
+    NNI 3.0's REST server, which serves the web UI and the whole API (stop the experiment, add trials
+    with any parameters, change the search space, read every log) without authentication, calls
+    ``app.listen(port)`` and so listens on every interface; the command channel of NNI's older
+    remote path (``port + 1``, ``reuseMode: true``) binds ``0.0.0.0``. Patched:
+
+    - ``nni/experiment/launcher.py`` (what ``nnictl create``, ``resume`` and ``view`` and NNI's
+      Python API run) hands the manager the addresses to bind in ``NNI_BIO_MANAGER_HOSTS``:
+      ``127.0.0.1``; for remote-style platforms also ``nniManagerIp``; and whatever
+      ``NNI_BIO_LISTEN`` names (``0.0.0.0`` opens it everywhere, as NNI did);
+    - ``nni_node/rest_server/index.js`` binds the first address (default ``127.0.0.1``) and relays
+      connections to each other address (HTTP and the workers' WebSockets) to it;
+    - ``nni_node/common/restServer.js`` binds the last of them (the workers' address) for ``port + 1``;
+    - ``nni/experiment/experiment.py`` prints only the URLs the manager answers at.
+
+    Idempotent: True when it changed any file; RuntimeError when a file is not NNI 3.0's.
+    """
+    changed = False
+    for path, (_, pieces, appended) in zip(_listen_paths(node_dir), _LISTEN_PATCHES):
+        changed |= _patch_text(path, pieces, appended, _LISTEN_MARK, "bind the manager to chosen addresses")
+    return changed
+
+
+def manager_patches_missing(node_dir: str | None = None) -> list[str]:
+    """What NNI's installed manager lacks of nni-bio's patches (empty when it has them all)."""
+    checks = [(os.path.join(node_dir or nni_node_dir(), *_V3_COMPAT_JS), _V3_PATCH_MARK,
+               "remote trials get their own parameters")]
+    checks += [(path, _LISTEN_MARK, "the manager listens on loopback only") for path in _listen_paths(node_dir)]
+    missing: list[str] = []
+    for path, mark, what in checks:
+        try:
+            with open(path, encoding="utf-8") as f:
+                patched = mark in f.read()
+        except OSError:
+            patched = False
+        if not patched and what not in missing:
+            missing.append(what)
+    return missing
+
+
+def ensure_manager_patched() -> None:
+    """Apply the manager patches where they are missing; refuse, naming the command, where that fails.
+
+    ``nni-bio search`` and ``nni-bio study`` call this before they start an experiment, so nni-bio never
+    runs NNI's manager unpatched; plain ``nnictl create`` relies on ``scripts/setup.sh``, which applies them.
+    """
+    from nni_bio.errors import NniBioError
+
+    if not manager_patches_missing():
+        return
+    try:
+        patch_v3_parameter_binding()
+        patch_manager_listen_address()
+    except (OSError, RuntimeError) as exc:
+        raise NniBioError(f"NNI's manager lacks nni-bio's patches ({', '.join(manager_patches_missing())}) and they "
+                          f"cannot be applied here ({exc}); run `python -m nni_bio._compat patch-nni-manager` as the "
+                          "user who installed nni, then try again") from exc
 
 
 def lean_trial() -> None:
@@ -295,5 +453,8 @@ if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard|patch-n
         changed = patch_v3_parameter_binding()
         print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: remote trials get their own "
               f"parameters ({os.path.join(nni_node_dir(), *_V3_COMPAT_JS)})")
+        changed = patch_manager_listen_address()
+        print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: it listens on 127.0.0.1 (plus "
+              f"nniManagerIp for remote workers, or ${LISTEN_ENV} when set), not on every interface")
         sys.exit(0)
     sys.exit("usage: python -m nni_bio._compat worker-pip-guard|patch-nni-manager")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nni_bio.errors import NniBioError
+from nni_bio.errors import NniBioError, write_failure
 
 #: format version of the checkpoint dict written by :func:`nni_bio.training.train`
 CHECKPOINT_VERSION = 1
@@ -46,18 +46,32 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     ``path`` is left untouched and the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc)  # torch's zip writer raises a RuntimeError while handling the OSError
+        if isinstance(cause, OSError):
+            raise write_failure(path, cause) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _os_error(exc: BaseException) -> BaseException:
+    """The OSError behind ``exc`` (torch's zip writer wraps it in a RuntimeError), else ``exc``."""
+    seen = exc
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen or exc
 
 
 def _fsync_dir(folder: Path) -> None:

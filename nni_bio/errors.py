@@ -55,3 +55,45 @@ class DFAWiringError(NniBioError, RuntimeError):
 
 class RuleStateError(NniBioError, RuntimeError):
     """A checkpoint or state dict belongs to another rule than the layer it is loaded into."""
+
+
+class OutputWriteError(NniBioError, OSError):
+    """A file could not be written: read-only folder, full disk, file-size limit. Earlier files are intact."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_failure(path: object, exc: BaseException) -> OutputWriteError:
+    """One line naming ``path``, the cause, the free space where it matters, and the fix.
+
+    Example:
+        >>> import errno
+        >>> str(write_failure("/data/run/checkpoint.pt", OSError(errno.EROFS, "Read-only file system")))[:58]
+        '/data/run/checkpoint.pt: cannot write (Read-only file sys'
+    """
+    import errno
+    import os
+    import shutil
+
+    code = getattr(exc, "errno", None)
+    cause = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    folder = os.path.dirname(os.path.abspath(str(path))) or "."
+    while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        left = shutil.disk_usage(folder).free
+        free = (f"{left / 2**20:,.0f} MiB" if left >= 10 * 2**20 else f"{left / 1024:,.0f} KiB") + " free on that disk"
+    except OSError:
+        free = "free space unknown"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "the folder is not writable: choose another --output, or make it writable"
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        fix = (f"the disk is full ({free}): free some space or choose another --output, then run the same "
+               "command again (with --resume where it has one)")
+    elif code == errno.EFBIG:
+        fix = (f"the file would exceed this shell's file-size limit (`ulimit -f`; {free}): raise the limit, then "
+               "run the same command again (with --resume where it has one)")
+    else:
+        fix = f"check the path ({free})"
+    return OutputWriteError(code or 0, f"{path}: cannot write ({cause}); {fix}. Files written before are intact.")

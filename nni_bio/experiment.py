@@ -7,6 +7,7 @@ so the trial command's ``python3`` is the one with nni-bio installed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -251,16 +253,112 @@ def unwrap_choice(value: Any) -> Any:
     return value["_value"] if isinstance(value, dict) and "_value" in value else value
 
 
-def create(config_path: str | os.PathLike, port: int) -> subprocess.CompletedProcess:
-    """Run ``nnictl create`` with this interpreter's environment first on PATH."""
+class PortTakenError(ExperimentError):
+    """``nnictl create`` found its port taken (by another experiment started at the same moment)."""
+
+
+def web_ui_hint(port: int, listen: str | None = None) -> str:
+    """Where the web UI answers and how to reach it from another machine (the manager listens on loopback)."""
+    listen = listen or os.environ.get("NNI_BIO_LISTEN")
+    if listen:
+        return f"http://127.0.0.1:{port} (also open on {listen}, without authentication)"
+    return (f"http://127.0.0.1:{port} (this machine only; from your laptop: ssh -N -L {port}:127.0.0.1:{port} "
+            f"USER@THIS-HOST, then open http://localhost:{port})")
+
+
+def create(config_path: str | os.PathLike, port: int, listen: str | None = None, *,
+           keep_open: Any = None) -> subprocess.CompletedProcess:
+    """Run ``nnictl create`` with this interpreter's environment first on PATH.
+
+    NNI's manager listens on 127.0.0.1 only (plus a remote experiment's ``nniManagerIp``; nni-bio's
+    patch of NNI, :func:`nni_bio._compat.patch_manager_listen_address`, applied here if missing);
+    ``listen`` opens it to more addresses, comma separated (``0.0.0.0``: every interface).
+
+    Raises:
+        PortTakenError: the port was taken between choosing it and binding it.
+        ExperimentError: any other failure; the message ends with nnictl's last error line, and the
+            whole output is in the exception's ``output``.
+    """
+    from nni_bio import _compat
+
+    _compat.ensure_manager_patched()
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "PYTHONWARNINGS": "ignore"}
+    if listen:
+        env[_compat.LISTEN_ENV] = listen
     nnictl = Path(bindir) / "nnictl"
     command = [str(nnictl) if nnictl.exists() else "nnictl", "create", "--config", str(config_path), "--port", str(port)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True,
+                          pass_fds=(keep_open.fileno(),) if keep_open is not None else ())
     if done.returncode != 0 or "ERROR" in done.stdout:
-        raise ExperimentError(f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}")
+        output = f"{done.stdout}\n{done.stderr}"
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        cause = next((line for line in reversed(lines) if "Error" in line or "ERROR" in line), lines[-1] if lines else "")
+        kind = PortTakenError if re.search(rf"Port {port} is not idle|EADDRINUSE", output) else ExperimentError
+        error = kind(f"`nnictl create --config {config_path} --port {port}` failed: {cause[:300]}")
+        error.output = output  # type: ignore[attr-defined]
+        raise error
     return done
+
+
+#: machine-wide lock file held while a port is chosen and NNI's manager binds it
+PORT_LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / f"nni-bio-ports-{os.getuid() if hasattr(os, 'getuid') else 0}.lock"
+
+
+@contextlib.contextmanager
+def port_lock() -> Iterator[Any]:
+    """Hold :data:`PORT_LOCK` (every nni-bio process of this user choosing or starting an NNI manager waits)."""
+    import fcntl
+
+    PORT_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(PORT_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield lock
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def experiments_in(working_dir: str | os.PathLike, home: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """NNI's records of the experiments not marked stopped whose working directory is ``working_dir``."""
+    target = os.path.realpath(working_dir)
+    return {exp_id: record for exp_id, record in experiment_records(home).items()
+            if record.get("status") != "STOPPED" and record.get("logDir")
+            and os.path.realpath(record["logDir"]) == target}
+
+
+def create_on_free_port(config_path: str | os.PathLike, config: dict[str, Any], start: int = 8080,
+                        attempts: int = 5, listen: str | None = None) -> tuple[subprocess.CompletedProcess, int, str]:
+    """``nnictl create`` on the first port that is free on this machine; return its output, port and experiment id.
+
+    Choosing a port and binding it are two steps, so two experiments started at the same moment (two
+    studies, two ``nni-bio search``) could both choose the same one. A lock file
+    (:data:`PORT_LOCK`) makes the two steps one for every nni-bio process of this user; a port taken
+    by anything else in between is detected (nnictl's refusal, or another experiment answering
+    there) and the next free port is tried.
+    """
+    from nni_bio.preflight import pick_port
+
+    with port_lock() as lock:
+        for attempt in range(attempts):
+            port = pick_port(config, start)
+            try:
+                # nnictl inherits the lock: were this process killed now, the lock stays held until nnictl
+                # has registered the experiment it is starting, so whoever runs next finds it (experiments_in)
+                done = create(config_path, port, listen, keep_open=lock) if listen else \
+                    create(config_path, port, keep_open=lock)
+            except PortTakenError:
+                start = port + 1
+                continue
+            wanted = re.search(r"nnictl stop (\S+?)[\"'\s]", done.stdout + " ")
+            answering = RestClient(port).experiment_id()
+            if wanted and answering != wanted.group(1):  # another manager answers there: ours could not bind
+                stop(wanted.group(1))
+                start = port + 1
+                continue
+            return done, port, answering
+    raise ExperimentError(f"no port could be bound for NNI's manager after {attempts} tries from {start}: "
+                          "other processes take them as fast as they are found; pass --port explicitly")
 
 
 def stop(experiment_id: str) -> None:

@@ -21,6 +21,7 @@ unknown rule or a missing data set fails without leaving a folder behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -35,10 +36,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from nni_bio.checkpoint import load_checkpoint, save_checkpoint
-from nni_bio.errors import NniBioError
+from nni_bio.errors import NniBioError, write_failure
 from nni_bio.layers import RuleLayer
 from nni_bio.model_spec import build_model, describe, preset_of
-from nni_bio.swap import rule_map
+from nni_bio.swap import parameter_counts, rule_map
 from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
 
 CHECKPOINT, MODEL, RESULT, SPEC = "checkpoint.pt", "model.pt", "result.json", "spec.json"
@@ -47,8 +48,13 @@ CHECKPOINT, MODEL, RESULT, SPEC = "checkpoint.pt", "model.pt", "result.json", "s
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file + ``os.replace``)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # full disk, read-only folder: the old file stays; one line says where and why
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_failure(path, exc) from exc
 
 
 def weight_counts(model: nn.Module) -> dict[str, int]:
@@ -192,7 +198,7 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
                   "train_acc": final.train_acc, "test_images": len(test_set),
                   "test_split_source": getattr(test_set, "split_source", None)},
         "best_val": None if best is None else {"epoch": best.epoch, "val_acc": best.val_acc},
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        **parameter_counts(model),
         "resumed_from": result.resumed_from, "seconds_this_process": round(time.time() - started, 1),
         "history": [asdict(m) for m in result.history],
     }

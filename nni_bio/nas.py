@@ -20,9 +20,10 @@ from nni.mutable import CategoricalMultiple  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nni_bio._registry import get_rule  # noqa: E402
+from nni_bio.errors import NniBioError  # noqa: E402
 from nni_bio.candidates import OpBuilder, check_rules, op_rule_candidates  # noqa: E402
 
-__all__ = ["LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "search_space_json", "freeze"]
+__all__ = ["InvalidSampleError", "LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "search_space_json", "freeze"]
 
 
 def rule_choice(kind: str, *, rules: Iterable[str], label: str, **shape: Any) -> LayerChoice:
@@ -75,17 +76,34 @@ def _legacy_dict(mutable: Any) -> dict:
     return mutable.as_legacy_dict()
 
 
+class InvalidSampleError(NniBioError, ValueError):
+    """A sample or genotype names a candidate its space does not offer (or lacks a slot)."""
+
+
 def freeze(space: ModelSpace, sample: Mapping[str, Any]) -> nn.Module:
-    """The concrete network of ``space`` for ``sample``; labels missing from the sample raise."""
+    """The concrete network of ``space`` for ``sample``.
+
+    Raises:
+        InvalidSampleError: a label is missing, or a value is not one of its slot's candidates (the
+            message lists that slot's candidates, in one line).
+    """
+    from nni.mutable import Categorical, SampleValidationError
+
     mutables = space.simplify()
     missing = sorted(set(mutables) - set(sample))
     if missing:
-        raise ValueError(f"sample lacks labels {missing}; it has {sorted(sample)}")
+        raise InvalidSampleError(f"the sample lacks the slot(s) {', '.join(missing)}; it has {', '.join(sorted(sample))}")
     sample = dict(sample)
     for label, mutable in mutables.items():  # an HPO tuner gives an input choice as an index
         if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1 and isinstance(sample[label], int):
             sample[label] = [sample[label]]
-    return space.freeze(sample)
+        if isinstance(mutable, Categorical) and sample[label] not in mutable.values:
+            raise InvalidSampleError(f"slot {label!r}: {sample[label]!r} is not offered by this space; its candidates: "
+                                     f"{', '.join(map(str, mutable.values))}")
+    try:
+        return space.freeze(sample)
+    except SampleValidationError as exc:  # anything the check above does not know: still one line
+        raise InvalidSampleError(f"the sample does not fit the space: {str(exc).splitlines()[0]}") from exc
 
 
 def dumps_space(space: ModelSpace) -> str:

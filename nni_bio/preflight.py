@@ -103,6 +103,30 @@ def parse_trial_command(command: str) -> TrialCommand | None:
     return TrialCommand(module, args, env)
 
 
+def argument_problem(program: str, argv: list[str]) -> str | None:
+    """argparse's own one-line refusal of ``argv`` by ``program`` (``nni-bio``, ``nni_bio.trial`` or
+    ``nni_bio.strategies.oneshot.trial``), or ``None`` when it parses. Nothing is run."""
+    import contextlib
+    import io
+
+    if program == "nni-bio":
+        from nni_bio.cli import build_parser
+
+        parse = build_parser().parse_args
+    elif program == "nni_bio.trial":
+        from nni_bio.trial import parse_args as parse
+    else:
+        from nni_bio.strategies.oneshot.trial import parse_args as parse
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parse(argv)
+    except SystemExit:
+        lines = [line for line in err.getvalue().splitlines() if line.strip()]
+        return lines[-1].split(": error: ", 1)[-1] if lines else "refused"
+    return None
+
+
 def platforms(config: dict[str, Any]) -> list[str]:
     """The training services' platforms (``trainingService`` is one mapping or a list of them)."""
     services = config.get("trainingService") or []
@@ -285,5 +309,5 @@ def run_preflight(config_path: str | os.PathLike, config: dict[str, Any], *, por
     return passed
 
 
-__all__ = ["PreflightError", "TrialCommand", "check_data", "check_oneshot_space", "check_oneshot_strategies",
+__all__ = ["PreflightError", "TrialCommand", "argument_problem", "check_data", "check_oneshot_space", "check_oneshot_strategies",
            "check_port", "parse_trial_command", "pick_port", "port_in_use", "run_preflight"]

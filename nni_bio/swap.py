@@ -66,3 +66,20 @@ def _chooser(rule: RuleSpec) -> Callable[[str, RuleLayer], str | LearningRule | 
 def rule_map(model: nn.Module) -> dict[str, str]:
     """Module name -> rule name of every rule layer in ``model`` (what a report or genotype records)."""
     return {name: m.rule_name for name, m in model.named_modules() if isinstance(m, RuleLayer)}
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``trainable_params`` (forward weights, biases, BN...) and ``learned_feedback_params`` (a rule's trained
+    feedback, e.g. Kolen-Pollack's B: trained, but not part of the network's function), counted apart.
+
+    Example:
+        >>> from nni_bio import get_rule
+        >>> from nni_bio.layers import RuleLinear
+        >>> parameter_counts(RuleLinear(4, 2, rule=get_rule("kp")))
+        {'trainable_params': 10, 'learned_feedback_params': 8}
+    """
+    feedback = {id(p) for module in model.modules() if isinstance(module, RuleLayer)
+                for name, p in module.named_parameters() if name not in ("weight", "bias")}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return {"trainable_params": sum(p.numel() for p in trainable if id(p) not in feedback),
+            "learned_feedback_params": sum(p.numel() for p in trainable if id(p) in feedback)}

@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def next_sample(given: str | None) -> dict[str, Any]:
     """The architecture to train: ``--sample`` when given, else the tuner's next parameters."""
     if given is not None:
-        return json.loads(given)
+        from nni_bio.safe_json import read_json, sample_schema
+
+        return read_json(given, what="--sample", schema=sample_schema, is_path=False)
     import nni
 
     from nni_bio.experiment import unwrap_choice

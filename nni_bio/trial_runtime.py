@@ -132,7 +132,7 @@ def train_architecture(space: str, space_args: Mapping[str, Any], sample: Mappin
     import torch
 
     from nni_bio.search_spaces import space_arguments, space_class
-    from nni_bio.swap import rule_map
+    from nni_bio.swap import parameter_counts, rule_map
     from nni_bio.training import TrainConfig, train
 
     config = config or TrainConfig()
@@ -164,7 +164,7 @@ def train_architecture(space: str, space_args: Mapping[str, Any], sample: Mappin
         result = train(model, train_set, val_set, config, on_epoch_end=report)
         final = {"default": result.final.val_acc, "val_loss": result.final.val_loss,
                  "best_val_acc": result.best_val.val_acc, "best_val_epoch": result.best_val.epoch,
-                 "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                 **parameter_counts(model),
                  # also in the NNI manager's records: a remote trial's output folder stays on its worker
                  "genotype": json.dumps(genotype, sort_keys=True)}
         reporter.final(final, {"genotype": genotype, **result.as_dict()})

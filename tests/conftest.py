@@ -103,3 +103,46 @@ def random_search(tmp_path: Path):
         return experiment, seen
 
     return run
+
+
+@pytest.fixture
+def nnictl(tmp_path: Path) -> Iterator[object]:
+    """``nnictl`` with a private HOME (its experiment list); every experiment it started is stopped afterwards."""
+    from nni_tools import Nnictl
+
+    nnictl = Nnictl(tmp_path / "manager-home")
+    yield nnictl
+    nnictl.stop_all()
+
+
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs at ``folder`` for the test. Mounting needs root; elsewhere the test is skipped, except in CI
+    (CI=true, where .ci/run runs as root), where it must run."""
+    import os
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs here ({options}): {mounted.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI runs as root and must run this test")
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only tmpfs: unwritable even for root (chmod stops nothing for root)."""
+    yield from _tmpfs(tmp_path / "read-only", "ro,size=1m")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 1 MiB tmpfs: a disk that fills up (``nni_tools.fill_disk`` fills it)."""
+    yield from _tmpfs(tmp_path / "small-disk", "size=1m")
+

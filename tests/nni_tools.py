@@ -33,6 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on ``port`` (what the machine exposes there)."""
+    return {c.laddr.ip for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -197,7 +203,8 @@ def _kill(pid: int) -> None:
         pass
 
 
-def remote_config(tmp_path: Path, server: SshServer, *, trials: int, concurrency: int, epochs: str) -> Path:
+def remote_config(tmp_path: Path, server: SshServer, *, trials: int, concurrency: int, epochs: str,
+                  manager_ip: str = "127.0.0.1") -> Path:
     """examples/digits-remote.yml pointed at ``server`` and this checkout, everything written under tmp_path."""
     config = yaml.safe_load((EXAMPLES / "digits-remote.yml").read_text())
     command = config["trialCommand"]
@@ -210,7 +217,7 @@ def remote_config(tmp_path: Path, server: SshServer, *, trials: int, concurrency
         trialConcurrency=concurrency,
         maxTrialNumber=trials,
         maxExperimentDuration="10m",
-        nniManagerIp="127.0.0.1",
+        nniManagerIp=manager_ip,
         experimentWorkingDirectory=str(tmp_path / "experiments"),
         logLevel="debug",  # the manager's log then holds what the worker answered to each SSH command
     )
@@ -304,3 +311,12 @@ def venv_packages() -> list[tuple[str, str, int]]:
         where = getattr(dist, "_path", None)  # the .dist-info folder of a PathDistribution
         found.append((dist.metadata["Name"] or "?", dist.version, Path(where).stat().st_mtime_ns if where else 0))
     return sorted(found)
+
+
+def fill_disk(folder: Path, leave: int) -> Path:
+    """Fill the disk under ``folder`` until about ``leave`` bytes are free; delete the returned file to free it."""
+    import shutil
+
+    filler = folder / "filler"
+    filler.write_bytes(b"\0" * max(0, shutil.disk_usage(folder).free - leave))
+    return filler

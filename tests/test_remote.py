@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nni_tools import (EXAMPLE_PYTHON, EXAMPLES, HOME_ON_EXAMPLE_WORKERS, ROOT, Nnictl, free_port, remote_config,
-                       rest_text, start_ssh_server, venv_packages, wait_for)
+from nni_tools import (EXAMPLE_PYTHON, EXAMPLES, HOME_ON_EXAMPLE_WORKERS, ROOT, free_port, listening_addresses,
+                       remote_config, rest_text, start_ssh_server, venv_packages, wait_for)
 
 from nni_bio.experiment import RestClient, unwrap_choice
 
@@ -28,13 +28,6 @@ def ssh_server(tmp_path):
     server = start_ssh_server(tmp_path / "ssh")
     yield server
     server.stop()
-
-
-@pytest.fixture
-def nnictl(tmp_path):
-    nnictl = Nnictl(tmp_path / "manager-home")
-    yield nnictl
-    nnictl.stop_all()
 
 
 def test_the_remote_examples_are_robust_to_the_workers_shell():
@@ -54,9 +47,12 @@ def test_the_remote_examples_are_robust_to_the_workers_shell():
 def test_digits_experiment_runs_on_an_ssh_worker(tmp_path, ssh_server, nnictl):
     packages = venv_packages()
     port = free_port()
+    # the workers reach the manager at nniManagerIp, another loopback address here: the manager listens there and
+    # on 127.0.0.1 (nnictl's own calls), nowhere else (nni_bio._compat.patch_manager_listen_address)
     experiment_id = nnictl.create(remote_config(tmp_path, ssh_server, trials=2, concurrency=2,
-                                                epochs="--epochs 1 --train-limit 256"), port)
+                                                epochs="--epochs 1 --train-limit 256", manager_ip="127.0.0.2"), port)
     client = RestClient(port)
+    assert listening_addresses(port) == {"127.0.0.1", "127.0.0.2"}
     status = wait_for(lambda: (s := client.status())["status"] in ("DONE", "ERROR") and s, 300, "the experiment")
     log = (tmp_path / "experiments" / experiment_id / "log" / "nnimanager.log").read_text()
     trials = client.trials()

@@ -4,6 +4,7 @@ cut-down digits study killed with SIGKILL and run again."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -52,6 +53,17 @@ def test_shipped_study_files_make_valid_train_and_attack_commands(tmp_path):
             assert attack.num_images == config.attack.num_images
 
 
+def test_a_multi_rule_arm_s_corners_are_the_single_rule_arms_it_offers():
+    from nni_bio.study.corners import corner_arms
+
+    config = parse_study(raw(arms={"mixed": "bio", "usf": ["usf"], "fa": ["fa"], "backprop": ["backprop"],
+                                   "pair": ["fa", "kp"]}))
+    assert corner_arms(config, "mixed") == ["usf", "fa"]  # backprop is not offered by "bio"
+    assert corner_arms(config, "pair") == ["fa"] and corner_arms(config, "usf") == []
+    one_shot = parse_study(raw(search={"strategy": "darts"}))
+    assert corner_arms(one_shot, "mixed") == []  # a supernet's search has no trials to spend on corners
+
+
 def test_bio_expands_to_every_built_in_bio_rule_and_arms_are_sorted_sets():
     config = parse_study(raw(arms={"mixed": "bio", "mixed_bp": ["bio", "backprop"], "two": ["usf", "fa", "usf"]}))
     assert config.arms == {"mixed": sorted(BIO_RULES), "mixed_bp": sorted(BIO_RULES + ("backprop",)),
@@ -72,6 +84,46 @@ def test_bio_expands_to_every_built_in_bio_rule_and_arms_are_sorted_sets():
 def test_malformed_study_files_fail_early_with_a_hint(change, message):
     with pytest.raises(Exception, match=message):
         parse_study(raw(**change))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"retrain": {"seeds": ["a", 0]}}, "retrain.seeds must be integers >= 0; not usable: 'a'"),
+    ({"retrain": {"seeds": -2}}, "retrain.seeds must be a non-empty list"),
+    ({"retrain": {"seeds": [-1, 0]}}, "not usable: -1"),
+    ({"retrain": {"epochs": "eight"}}, "retrain.epochs must be an integer >= 1, got 'eight'"),
+    ({"search": {"epochs": 0}}, "search.epochs must be an integer >= 1, got 0"),
+    ({"search": {"max_trials": True}}, "search.max_trials must be an integer"),
+    ({"search": {"max_duration": "6 hours"}}, "search.max_duration"),
+    ({"attack": {"num_images": -5}}, "attack.num_images must be an integer >= 1, got -5"),
+    ({"attack": {"eps": "0,x"}}, "attack.eps: cannot read"),
+    ({"attack": {"gradients": ["exact"]}}, "attack.gradients: unknown ['exact']"),
+    ({"compare": "nosucharm"}, "compare 'nosucharm' must name one of the arms: mixed, usf"),
+    ({"name": "../elsewhere"}, "plain folder name"),
+    ({"retrain": {"args": {"lr": "fast"}}}, "retrain.args: `nni-bio train` refuses it: argument --lr: invalid float"),
+    ({"search": {"train": {"batch_sise": 8}}}, "search.train: the search trial refuses it: unrecognized arguments"),
+    ({"space_args": {"width": "eight"}}, "space_args {\"width\": \"eight\"}: the space 'tiny' cannot be built"),
+])
+def test_every_bad_field_is_refused_before_any_work_in_one_line(change, message):
+    with pytest.raises(StudyConfigError) as caught:
+        parse_study(raw(**change), "s.yml")
+    header, *problems = str(caught.value).splitlines()
+    assert header == "s.yml: 1 problem(s), nothing was run:" and len(problems) == 1
+    assert message in problems[0], problems[0]
+
+
+def test_every_problem_is_listed_not_only_the_first():
+    with pytest.raises(StudyConfigError) as caught:
+        parse_study(raw(retrain={"seeds": -2, "epochs": "eight"}, attack={"num_images": -5}, compare="x"))
+    assert "4 problem(s)" in str(caught.value) and len(str(caught.value).splitlines()) == 5
+
+
+def test_a_data_dir_that_does_not_exist_is_refused_before_the_folder_is_made(tmp_path):
+    from nni_bio.study import run_study
+
+    config = parse_study(raw(data_dir=str(tmp_path / "no-such-folder")), "s.yml")
+    with pytest.raises(StudyConfigError, match="data_dir .*no-such-folder.* is not a folder"):
+        run_study(config, tmp_path / "study", progress=False, say=lambda s: None)
+    assert not (tmp_path / "study").exists()
 
 
 def test_missing_study_file_is_named(tmp_path):
@@ -100,16 +152,40 @@ def test_statistics():
     assert same.difference == 0 and not same.significant
     far = compare([0.95, 0.951, 0.952], [0.80, 0.801, 0.802])
     assert far.significant and far.low > 0.14 and far.p_value < 1e-4
+    assert math.isnan(compare([0.9], [0.8, 0.81]).low)  # no interval from one value
 
 
-def test_verdict_says_what_the_numbers_say():
+def test_the_interval_is_welch_s_and_covers_as_often_as_it_says():
+    """On synthetic accuracies with a known difference (0.01) and unequal spreads, 3 vs 3 values: the 95 %
+    interval covers the truth in about 95 % of 2,000 draws (a percentile bootstrap would in about 75 %)."""
+    import numpy as np
+    from scipy import stats
+
+    a, b = [0.8554 - 0.006, 0.8554, 0.8554 + 0.006], [0.8894 - 0.0018, 0.8894, 0.8894 + 0.0018]
+    c = compare(a, b)
+    welch = stats.ttest_ind(a, b, equal_var=False)
+    assert c.p_value == pytest.approx(welch.pvalue) and c.dof == pytest.approx(welch.df)
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(2000):
+        c = compare(rng.normal(0.86, 0.006, 3), rng.normal(0.85, 0.002, 3))
+        covered += c.low <= 0.01 <= c.high
+    assert 0.93 <= covered / 2000 <= 0.975
+
+
+def test_verdict_says_what_the_numbers_say_and_chooses_the_best_single_rule_on_validation():
     config = parse_study(raw(arms={"mixed": "bio", "usf": ["usf"], "fa": ["fa"], "backprop": ["backprop"]}))
     acc = {"mixed": [0.80, 0.801, 0.802], "usf": [0.90, 0.901, 0.902], "fa": [0.7, 0.7, 0.71], "backprop": [0.99] * 3}
-    assert "mixed is worse than the best single bio rule (usf)" in verdict(config, acc)
+    val = {"mixed": [0.8] * 3, "usf": [0.9] * 3, "fa": [0.7] * 3, "backprop": [0.99] * 3}
+    assert "mixed is worse than the best single bio rule (usf)" in verdict(config, acc, val)
     acc["mixed"] = [0.90, 0.905, 0.899]
-    assert "No significant difference between mixed and the best single bio rule (usf)" in verdict(config, acc)
+    assert "No significant difference between mixed and the best single bio rule (usf)" in verdict(config, acc, val)
+    # fa has the best test accuracy but the worse validation accuracy: usf is still the one compared with
+    acc["fa"] = [0.95, 0.951, 0.952]
+    assert "best single bio rule (usf)" in verdict(config, acc, val)
+    assert "No verdict" in verdict(config, acc, {**val, "usf": [None] * 3})  # never falls back to test
     acc["mixed"] = []
-    assert verdict(config, acc).startswith("No verdict")
+    assert verdict(config, acc, val).startswith("No verdict")
 
 
 def _task(key, deps, log, fail=False, folder=None):
@@ -139,6 +215,88 @@ def test_a_broken_arm_skips_its_dependents_and_the_other_arms_finish(tmp_path):
     again = [_task("search/a", [], log, fail=True, folder=tmp_path)]
     execute(again, jobs=1, progress=False, say=lambda s: None)
     assert again[0].state == "failed" and log.count("search/a") == 1
+
+
+def test_a_study_with_a_failed_or_skipped_stage_exits_non_zero_and_names_them(tmp_path, monkeypatch, capsys):
+    from nni_bio.cli import main
+    from nni_bio.study import run as study_run
+
+    log: list[str] = []
+    tasks = [_task("search/a", [], log, fail=True, folder=tmp_path), _task("search/b", [], log, folder=tmp_path),
+             _task("retrain/a/s0", ["search/a"], log, folder=tmp_path),
+             _task("retrain/b/s0", ["search/b"], log, folder=tmp_path)]
+    monkeypatch.setattr(study_run, "plan", lambda config, study_dir, say: tasks)
+
+    def write_report(config, study_dir, report_dir, **kwargs):
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "report.md").write_text("**verdict**\n")
+        return report_dir / "report.md"
+
+    monkeypatch.setattr(study_run, "write_report", write_report)
+    path = tmp_path / "s.yml"
+    path.write_text(yaml.safe_dump(raw()))
+    code = main(["study", str(path), "--output", str(tmp_path / "out"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 3 and "report: " in out
+    assert "2 stage(s) did not finish: search/a: failed (search/a diverged); retrain/a/s0: skipped" in err
+    assert "--retry-failed" in err
+    for t in tasks:  # and a report rebuild of the same folder says the same
+        t.state, t.reason = "pending", ""
+    assert main(["study", str(path), "--output", str(tmp_path / "out"), "--report-only"]) == 3
+    assert "search/a: failed (search/a diverged)" in capsys.readouterr().err
+    tasks[0].run, tasks[2].done = (lambda slot: None), (lambda: True)
+    tasks[0].done = lambda: True
+    assert main(["study", str(path), "--output", str(tmp_path / "out"), "--no-progress", "--retry-failed"]) == 0
+
+
+def _child_inside(import_line: str, context: str, folder: Path) -> subprocess.Popen:
+    """A child process that enters ``with <context>:`` (``folder`` bound to the given folder) and sleeps there
+    until it is killed; returned once it is inside."""
+    script = (f"import sys, time, pathlib\n{import_line}\nfolder = pathlib.Path(sys.argv[1])\n"
+              f"with {context}:\n    print('inside', flush=True)\n    time.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "inside"
+    return child
+
+
+def test_wall_time_adds_up_across_a_kill_and_a_rerun(tmp_path):
+    from nni_bio.study.run_log import RunLog, read_runs, wall_seconds
+
+    child = _child_inside("from nni_bio.study.run_log import RunLog as Held",
+                          "Held(folder, command='first', counted=True, heartbeat=0.05)", tmp_path)
+    time.sleep(1.0)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed = read_runs(tmp_path)
+    assert len(killed) == 1 and not killed[0]["finished"] and 0.9 <= killed[0]["end"] - killed[0]["start"] < 5
+    with RunLog(tmp_path, command="second", counted=True):
+        time.sleep(0.3)
+    with RunLog(tmp_path, command="report", counted=False):
+        time.sleep(0.2)
+    runs = read_runs(tmp_path)
+    assert [r["command"] for r in runs] == ["first", "second", "report"] and runs[1]["finished"]
+    second = runs[1]["end"] - runs[1]["start"]
+    assert second >= 0.3 and wall_seconds(tmp_path) == pytest.approx(killed[0]["end"] - killed[0]["start"] + second)
+
+
+def test_two_studies_started_at_once_take_different_ports(tmp_path, monkeypatch):
+    """Both pick a port under one machine-wide lock, and a port taken meanwhile is retried."""
+    from nni_bio import experiment as ex
+    from nni_bio import preflight
+
+    picked, created = [], []
+
+    def create(path, port, listen=None, keep_open=None):
+        created.append(port)
+        if len(created) == 1:  # the first port was taken between choosing and binding it
+            raise ex.PortTakenError(f"Port {port} is not idle")
+        return subprocess.CompletedProcess([], 0, stdout='Run "nnictl stop abc" to stop', stderr="")
+
+    monkeypatch.setattr(ex, "create", create)
+    monkeypatch.setattr(preflight, "pick_port", lambda config, start=8080: picked.append(start) or start)
+    monkeypatch.setattr(ex.RestClient, "experiment_id", lambda self: "abc")
+    done, port, exp_id = ex.create_on_free_port("x.yml", {}, start=9000)
+    assert created == [9000, 9001] and port == 9001 and exp_id == "abc"
 
 
 def cut_down_digits(tmp_path: Path) -> Path:
@@ -192,9 +350,150 @@ def test_cut_down_digits_study_survives_kill_9_and_resumes(tmp_path):
         assert (report / png).stat().st_size > 1000, png
     robustness = (report / "robustness.csv").read_text()
     assert ",pgd,rule," in robustness and ",pgd,bp," in robustness and ",square,none," in robustness
+    # the multi-rule arm's search reached its corner (the usf arm's network, in its own space) inside its budget
+    mixed = json.loads((out / "search" / "mixed" / "search.json").read_text())
+    usf = json.loads((out / "search" / "usf" / "genotype.json").read_text())["sample"]
+    assert [c["arm"] for c in mixed["corners"]] == ["usf"] and len(mixed["trials"]) == 2 - 1
+    assert mixed["corners"][0]["sample"]["conv2"] == usf["conv2"] and mixed["corners"][0]["sample"]["fc"] == usf["fc"]
+    assert mixed["best_val_acc"] >= mixed["corners"][0]["val_acc"]
+    assert "## What each search saw" in text and "| mixed | 1/1 | usf 0." in text
+    # the wall time counts the killed run too (up to its last heartbeat) and the report lists both runs
+    from nni_bio.study.run_log import read_runs, wall_seconds
+
+    runs = read_runs(out)
+    assert [r["finished"] for r in runs] == [False, True] and all(r["counted"] for r in runs)
+    assert wall_seconds(out) == pytest.approx(sum(r["end"] - r["start"] for r in runs))
+    assert runs[0]["end"] - runs[0]["start"] > 1.0 and "| 2 |" in text and "killed or interrupted" in text
     # the report can be rebuilt from the folder alone, and another config is refused
     again = subprocess.run(command + ["--report-only"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert again.returncode == 0
+    assert [r["counted"] for r in read_runs(out)] == [True, True, False]
     config.write_text(config.read_text().replace("epochs: 1", "epochs: 2"))
     refused = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert refused.returncode == 2 and "another study" in refused.stderr
+
+
+@pytest.mark.slow
+def test_two_real_studies_started_at_once_both_succeed(tmp_path):
+    """Each study's search is an nnictl experiment whose port is chosen at start-up: two studies launched together
+    used to both choose 8080, and one search failed with "Port 8080 is not idle"."""
+    config = yaml.safe_load(cut_down_digits(tmp_path).read_text())
+    config.update(arms={"mixed": "bio"}, compare="mixed")
+    config["search"].update(max_trials=1)
+    config["retrain"].update(seeds=[0])
+    config["attack"].update(attacks=["fgsm"], gradients=["bp"], num_images=20, eps="0")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    runs = []
+    for name in ("one", "two"):
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump({**config, "name": name}))
+        runs.append(subprocess.Popen([sys.executable, "-m", "nni_bio.cli", "study", str(path), "--output",
+                                      str(tmp_path / name), "--no-progress"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path))
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n\n".join(outputs)
+    ports = {json.loads((tmp_path / name / "search" / "mixed" / "experiment.json").read_text())["port"]
+             for name in ("one", "two")}
+    assert len(ports) == 2
+
+
+def test_one_runner_per_study_folder_and_a_killed_runner_s_lock_is_taken_over(tmp_path):
+    from nni_bio.study import run_study
+    from nni_bio.study.folder_lock import StudyBusyError, StudyLock
+
+    folder = tmp_path / "study"
+    first = _child_inside("from nni_bio.study.folder_lock import StudyLock as Held",
+                          "Held(folder, command='nni-bio study first.yml')", folder)
+    try:
+        config = parse_study(raw())
+        for report_only in (False, True):  # a report rebuild waits its turn too
+            with pytest.raises(StudyBusyError, match=rf"PID {first.pid}, started .*: nni-bio study first.yml\)"):
+                run_study(config, folder, progress=False, report_only=report_only, say=lambda s: None)
+        assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # the second runner changed nothing
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    notes: list[str] = []
+    with StudyLock(folder, command="second", say=notes.append):  # the kernel dropped the killed runner's lock
+        pass
+    assert len(notes) == 1 and f"PID {first.pid}" in notes[0] and "taking over" in notes[0]
+    with StudyLock(folder, command="third", say=notes.append):  # a clean exit leaves nothing to take over
+        pass
+    assert len(notes) == 1
+
+
+def _study_command(config: Path, out: Path, report: Path) -> list[str]:
+    return [sys.executable, "-m", "nni_bio.cli", "study", str(config), "--output", str(out), "--jobs", "2",
+            "--report-dir", str(report), "--no-progress"]
+
+
+def _csv_without_timings(path: Path) -> list[list[str]]:
+    import csv
+
+    rows = list(csv.reader(path.open()))
+    drop = {i for i, name in enumerate(rows[0]) if name.endswith("_seconds")}
+    return [[cell for i, cell in enumerate(row) if i not in drop] for row in rows]
+
+
+def _leftovers(root: Path) -> list[str]:
+    """NNI experiments not stopped, and processes (managers, trials, stages) still working under ``root``."""
+    import psutil
+
+    from nni_bio.experiment import experiments_in
+
+    found = [f"experiment {exp_id} ({record.get('status')})" for nni in root.glob("*/search/*/nni")
+             for exp_id, record in experiments_in(nni).items()]
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except (psutil.Error, TypeError):
+            continue
+        if proc.info["pid"] != me and str(root) in text:
+            found.append(f"process {proc.info['pid']}: {text[:200]}")
+    return found
+
+
+@pytest.mark.slow
+def test_a_study_killed_at_seeded_random_moments_ends_exactly_like_an_uninterrupted_one(tmp_path):
+    """SIGKILL at 5 moments (seeded), one aimed at each part of a study: start-up (loading, claiming the folder,
+    starting NNI's manager), a search, a retraining, an attack, the report. After each kill the same command runs
+    again; the last run's CSVs equal an uninterrupted run's, and no experiment or process is left behind."""
+    import random
+
+    rng = random.Random(20261206)
+    config = cut_down_digits(tmp_path)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    straight = subprocess.run(_study_command(config, tmp_path / "straight", tmp_path / "straight-report"),
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+
+    out, report = tmp_path / "killed", tmp_path / "killed-report"
+    attacks = len(load_study(config).arms) * len(load_study(config).retrain.seeds)
+    aims = [("start-up", lambda: True, (0.5, 4.0)),
+            ("search", lambda: any(out.glob("search/*/experiment.json")), (0.0, 2.0)),
+            ("retraining", lambda: any(out.glob("retrain/*/s*.log")), (0.0, 1.5)),
+            ("attack", lambda: any(out.glob("attack/*/s*.log")), (0.0, 1.5)),
+            ("report", lambda: len(list(out.glob("attack/*/s*/attack.json"))) >= attacks, (0.0, 1.0))]
+    landed = []
+    for aim, reached, (low, high) in aims:
+        run = subprocess.Popen(_study_command(config, out, report), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+        deadline = time.time() + 600
+        while run.poll() is None and not reached() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(rng.uniform(low, high))
+        if run.poll() is None:
+            run.send_signal(signal.SIGKILL)
+            landed.append(aim)
+        run.wait()
+    assert len(landed) >= 4, f"only these kills landed before the study ended: {landed}"
+    final = subprocess.run(_study_command(config, out, report), capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=900)
+    assert final.returncode == 0, final.stdout + final.stderr
+    for name in ("accuracy.csv", "robustness.csv"):
+        assert _csv_without_timings(report / name) == _csv_without_timings(tmp_path / "straight-report" / name), name
+    deadline = time.time() + 60  # a stopped manager takes a moment to exit
+    while (left := _leftovers(tmp_path)) and time.time() < deadline:
+        time.sleep(1)
+    assert not left, left

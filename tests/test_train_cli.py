@@ -135,3 +135,62 @@ def test_genotype_rule_map_pattern_that_matches_nothing_is_an_error(tmp_path, ca
     assert main([*base, "--rule-map", '{"cells.0.*": "fa"}']) == 0
     rules = dict(line.split() for line in capsys.readouterr().out.splitlines())
     assert {r for n, r in rules.items() if n.startswith("cells.0.")} == {"fa"}
+
+
+def _tiny_genotype(tmp_path, **replace):
+    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_arguments, space_class
+
+    space_args = {"width": 4, "rules": ["usf", "fa"]}
+    space = space_json("tiny", "digits", space_args, "choice")
+    sample = {**{label: v["_value"][0] for label, v in space.items()}, **replace}
+    genotype = space_class("tiny").export_genotype(sample, space_arguments(space_class("tiny"), space_args, "digits"))
+    path = tmp_path / "genotype.json"
+    path.write_text(json.dumps(genotype))
+    return path
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_genotype_with_an_op_its_space_lacks_gets_one_line_with_the_slot_s_candidates(tmp_path, capsys):
+    genotype = _tiny_genotype(tmp_path, conv2="conv_9x9@usf")
+    out = tmp_path / "out"
+    assert main(["train", "--genotype", str(genotype), "--epochs", "1", "--no-progress", "--output", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert str(genotype) in err and "slot 'conv2': 'conv_9x9@usf' is not offered" in err
+    assert "conv_3x3@usf, sep_conv_3x3@fa" in err and not out.exists()
+
+
+def test_an_unwritable_output_folder_gets_one_line(tmp_path, capsys, read_only_dir):
+    genotype = _tiny_genotype(tmp_path)
+    out = read_only_dir / "run"
+    assert main(["train", "--genotype", str(genotype), "--epochs", "1", "--no-progress", "--output", str(out)]) == 1
+    err = _one_line_error(capsys)
+    assert f"{out}: cannot write (Read-only file system)" in err and "choose another --output" in err
+
+
+def test_a_checkpoint_over_the_file_size_limit_gets_one_line_and_leaves_no_partial_file(tmp_path):
+    import resource
+
+    genotype = _tiny_genotype(tmp_path)
+    out = tmp_path / "out"
+    limit = 30 * 1024  # spec.json and result.json fit; the ~40 kB checkpoint does not
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "nni_bio.cli", "train", "--genotype", str(genotype), "--epochs", "2",
+               "--train-limit", "100", "--no-progress", "--output", str(out)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=small_files, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"{out / 'checkpoint.pt'}: cannot write (File too large)" in done.stderr and "ulimit -f" in done.stderr
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "result.json").read_text())["status"] == "complete"

@@ -16,7 +16,6 @@ Writes ``attack.json`` and ``attack.md`` into the run folder (or ``--output``) a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -74,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.weights or not args.dataset:
             raise NniBioError("--genotype needs --weights FILE and --dataset NAME")
-        spec = genotype_spec(json.loads(Path(args.genotype).read_text()), width=args.width, cells=args.cells,
+        from nni_bio.commands.train import read_genotype
+
+        spec = genotype_spec(read_genotype(args.genotype), width=args.width, cells=args.cells,
                              auxiliary=args.auxiliary)
         net = load_model(spec, args.dataset, args.weights, args.device)
         dataset, split_seed, data_dir = args.dataset, 0, args.data_dir

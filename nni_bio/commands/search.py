@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nni_bio._compat import LISTEN_ENV
 from nni_bio.candidates import parse_candidate
 from nni_bio.errors import NniBioError
 
@@ -29,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="follow the running experiment ID (started by nni-bio search or nnictl) to its end and "
                              "print its best architecture, instead of launching one")
     parser.add_argument("--port", type=int, default=None, help="web UI / REST port (default: first free from 8080)")
+    parser.add_argument("--listen", metavar="ADDRESS", default=None,
+                        help="also open NNI's manager (web UI and REST API, which has no authentication) on ADDRESS, "
+                             "comma separated; 0.0.0.0 = every interface. Default: 127.0.0.1 only (plus nniManagerIp "
+                             "for remote workers); reach the UI from elsewhere through an SSH tunnel")
     parser.add_argument("--timeout", type=float, default=None,
                         help="stop following after so many seconds (the experiment goes on); default: follow it "
                              "until it ends, however long")
@@ -70,10 +75,15 @@ def run(args: argparse.Namespace) -> int:
         # check raises with every reason (exit status 2) and nothing is started.
         for line in preflight.run_preflight(args.config, config, port=args.port, update_space=update):
             print(f"preflight: {line}")
-    port = args.port or preflight.pick_port(config)
-    ex.create(args.config, port)
+    listen = getattr(args, "listen", None)
+    if listen:
+        os.environ[LISTEN_ENV] = listen  # for the URL printed below too
+    if args.port:
+        ex.create(args.config, args.port, listen)
+        port, exp_id = args.port, ex.RestClient(args.port).experiment_id()
+    else:
+        _, port, exp_id = ex.create_on_free_port(args.config, config, listen=listen)
     client = ex.RestClient(port)
-    exp_id = client.experiment_id()
     print(f"experiment {exp_id} started: {config.get('experimentName', '')}")
     return follow(args, client, exp_id, port, config)
 
@@ -85,7 +95,7 @@ def follow(args: argparse.Namespace, client: Any, exp_id: str, port: int, config
     from nni_bio.preflight import is_local
 
     log = _hangup_log(client, exp_id, profile)
-    print(f"web UI: http://127.0.0.1:{port}   (stop it with: nnictl stop {exp_id})")
+    print(f"web UI: {ex.web_ui_hint(port)}   (stop it with: nnictl stop {exp_id})")
     print(f"following it until it ends; closing this terminal or Ctrl-C does not stop it (a closed terminal's "
           f"follower goes on, writing to {log}); follow it again with: nni-bio search --attach {exp_id}", flush=True)
     epochs = ex.oneshot_epochs(config.get("trialCommand", ""))

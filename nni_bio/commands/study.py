@@ -7,8 +7,10 @@ Examples::
     nni-bio study examples/studies/digits.yml --report-only     # rebuild the report from the study folder
 
 Run the same command again after a crash or ``kill -9``: finished stages are kept, unfinished ones
-continue. The study folder (``--output``, default ``runs/studies/<name>``) belongs to its config: a
-different config is refused.
+continue. Exit status: 0 when every stage finished, 3 when the report was written but some stage
+failed, was skipped or has not run (listed on stderr), 2 for a bad study file or folder. The study
+folder (``--output``, default ``runs/studies/<name>``) belongs to its config: a different config is
+refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+
+
+#: exit status of a study that wrote its report but has failed, skipped or unrun stages (2: bad input)
+EXIT_INCOMPLETE = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nni_bio import _compat
-    from nni_bio.study import load_study, run_study
+    from nni_bio.study import StudyIncomplete, load_study, run_study
 
     _compat.filter_warnings()
     if args.jobs < 1:
@@ -47,9 +53,14 @@ def run(args: argparse.Namespace) -> int:
     config = load_study(args.config)
     output = Path(args.output or Path("runs") / "studies" / config.name)
     command = "nni-bio study " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [args.config])
-    report = run_study(config, output, jobs=args.jobs, report_dir=args.report_dir, report_only=args.report_only,
-                       progress=not args.no_progress and sys.stderr.isatty(), retry_failed=args.retry_failed,
-                       command=command, say=lambda line: print(line, flush=True))
+    try:
+        report = run_study(config, output, jobs=args.jobs, report_dir=args.report_dir, report_only=args.report_only,
+                           progress=not args.no_progress and sys.stderr.isatty(), retry_failed=args.retry_failed,
+                           command=command, say=lambda line: print(line, flush=True))
+    except StudyIncomplete as exc:
+        print(f"report: {exc.report}")
+        print(f"nni-bio study: error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     print(f"report: {report}")
     first = next((line for line in report.read_text().splitlines() if line.startswith("**") or line.startswith("No ")), "")
     if first:

@@ -20,7 +20,6 @@ Output (``--output``, default ``runs/<name>``): ``result.json``, ``checkpoint.pt
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -101,16 +100,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rule_map(value: str | None) -> dict[str, str]:
+    from nni_bio.safe_json import read_json, rule_map_schema
+
     if not value:
         return {}
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise NniBioError(f"--rule-map is not valid JSON ({exc}): {text!r}") from exc
-    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-        raise NniBioError(f"--rule-map must be a JSON object of pattern -> rule name, got {text!r}")
-    return mapping
+    if value.startswith("@"):
+        return read_json(value[1:], what="--rule-map", schema=rule_map_schema, is_path=True)
+    return read_json(value, what="--rule-map", schema=rule_map_schema, is_path=False)
+
+
+def read_genotype(path: str) -> dict:
+    """A genotype file, read with size, depth and shape limits (it may come from anyone)."""
+    from nni_bio.safe_json import genotype_schema, read_json
+
+    return read_json(path, what="genotype", schema=genotype_schema, is_path=True)
 
 
 def spec_from_args(args: argparse.Namespace) -> dict:
@@ -121,17 +124,31 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         if args.cells is not None or args.auxiliary or getattr(args, "preset", None):
             raise NniBioError("--cells, --auxiliary and --preset apply to --genotype networks only")
         return fixed_spec(args.model, rule=args.rule or "backprop", rule_map=rule_map, width=args.width)
-    path = Path(args.genotype)
-    try:
-        genotype = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NniBioError(f"cannot read genotype {path}: {exc}") from exc
+    genotype = read_genotype(args.genotype)
     if getattr(args, "preset", None):
         from nni_bio.search_spaces.darts_net import with_preset
 
         genotype = with_preset(genotype, args.preset)
     return genotype_spec(genotype, width=args.width, cells=args.cells, auxiliary=args.auxiliary, rule=args.rule,
                          rule_map=rule_map)
+
+
+def _check_buildable(spec: dict, args: argparse.Namespace) -> None:
+    """Build a genotype's network once on the meta device (no memory, random state kept), so a genotype that
+    does not fit its space fails in one line before any output is written."""
+    if not args.genotype:
+        return
+    from nni_bio.model_spec import build_model
+    from nni_bio.nas import InvalidSampleError
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            build_model(spec, args.dataset)
+    except InvalidSampleError as exc:
+        raise NniBioError(f"genotype {args.genotype}: {exc}. Fix the file, or re-export it from the search that "
+                          "made it") from exc
+    except Exception:  # noqa: BLE001  (anything else the real build reports, with its own message)
+        pass
 
 
 def default_name(args: argparse.Namespace) -> str:
@@ -149,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from nni_bio.training import TrainConfig
 
     spec = spec_from_args(args)
+    _check_buildable(spec, args)
     if args.print_layers:
         torch.manual_seed(args.seed)
         for name, rule in rule_map(build_model(spec, args.dataset)).items():

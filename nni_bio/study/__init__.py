@@ -8,6 +8,7 @@ for the study file and :func:`run_study` for the Python entry point.
 from nni_bio.study.config import StudyConfig as StudyConfig
 from nni_bio.study.config import StudyConfigError as StudyConfigError
 from nni_bio.study.config import load_study as load_study
+from nni_bio.study.run import StudyIncomplete as StudyIncomplete
 from nni_bio.study.run import run_study as run_study
 
-__all__ = ["StudyConfig", "StudyConfigError", "load_study", "run_study"]
+__all__ = ["StudyConfig", "StudyConfigError", "StudyIncomplete", "load_study", "run_study"]

@@ -36,7 +36,7 @@ MULTI_TRIAL = ("evolution", "random", "tpe", "policy_gradient")
 ONE_SHOT = ("darts", "darts2", "gumbel", "enas", "egnas")
 ATTACKS = ("fgsm", "pgd", "square")
 #: study-file fields whose change makes an existing study folder another study
-_TOP = ("name", "dataset", "data_dir", "space", "space_args", "search", "arms", "retrain", "attack", "compare")
+_TOP = ("name", "dataset", "data_dir", "space", "space_args", "search", "arms", "retrain", "attack", "compare", "seed")
 
 
 class StudyConfigError(NniBioError):
@@ -55,6 +55,7 @@ class SearchSettings:
     tuner_args: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)  # one-shot strategy hyperparameters
     max_duration: str = "6h"
+    listen: str | None = None  # also open each arm's NNI manager on these addresses (default: 127.0.0.1 only)
 
     @property
     def one_shot(self) -> bool:
@@ -96,6 +97,7 @@ class StudyConfig:
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     attack: AttackSettings = field(default_factory=AttackSettings)
     compare: str = "mixed"  # the arm the verdict compares with the best single bio rule
+    seed: int = 0  # seeds every search's tuner (retraining seeds are retrain.seeds)
     source: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,8 +106,13 @@ class StudyConfig:
         return data
 
     def fingerprint(self) -> str:
-        """A hash of everything that decides the study's results."""
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of everything that decides the study's results (where NNI's manager listens does not)."""
+        data = self.as_dict()
+        if data["search"].get("listen") is None:
+            data["search"].pop("listen", None)  # folders made before these fields existed keep their fingerprint
+        if data.get("seed") == 0:
+            data.pop("seed")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def arm_space_args(self, arm: str) -> dict[str, Any]:
         return {**self.space_args, "rules": self.arms[arm]}
@@ -141,7 +148,11 @@ def _rules(arm: str, value: Any, path: str) -> list[str]:
 
 
 def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
-    """Validate a study file's content (a mapping) into a :class:`StudyConfig`."""
+    """Validate a study file's content (a mapping) into a :class:`StudyConfig`.
+
+    Every field's type and range is checked here, and the retraining and trial options are parsed by
+    the very commands that will run them, so a bad value fails before any work, one line per problem.
+    """
     if not isinstance(raw, dict):
         raise StudyConfigError(f"{source}: a study file is a YAML mapping (see examples/studies/digits.yml)")
     unknown = sorted(set(raw) - set(_TOP))
@@ -152,6 +163,11 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
             raise StudyConfigError(f"{source}: the field {key!r} is required (see examples/studies/digits.yml)")
     if not isinstance(raw["arms"], dict):
         raise StudyConfigError(f"{source}: 'arms' maps an arm name to its rule set, e.g. {{mixed: bio, usf: [usf]}}")
+    for key in ("dataset", "space"):
+        if not isinstance(raw[key], str):
+            raise StudyConfigError(f"{source}: {key!r} must be a name, got {raw[key]!r}")
+    if not isinstance(raw.get("space_args") or {}, dict):
+        raise StudyConfigError(f"{source}: 'space_args' must be a mapping of space arguments, e.g. {{width: 8}}")
     from nni_bio.data import dataset_info
     from nni_bio.search_spaces import space_class
 
@@ -162,30 +178,115 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
         name=str(raw["name"]), dataset=raw["dataset"], space=raw["space"], arms=arms,
         space_args=dict(raw.get("space_args") or {}), data_dir=raw.get("data_dir"),
         search=_section(raw, "search", SearchSettings, source), retrain=_section(raw, "retrain", RetrainSettings, source),
-        attack=_section(raw, "attack", AttackSettings, source), compare=str(raw.get("compare", "mixed")),
-        source=source)
+        attack=_section(raw, "attack", AttackSettings, source), compare=raw.get("compare", "mixed"),
+        seed=raw.get("seed", 0), source=source)
+    problems = field_problems(config)
+    if not problems:
+        problems = command_problems(config)
+    if problems:
+        raise StudyConfigError(f"{source}: {len(problems)} problem(s), nothing was run:\n  " + "\n  ".join(problems))
+    if config.data_dir is not None:
+        config.data_dir = os.path.expanduser(str(config.data_dir))
+    return config
+
+
+def _count(value: Any, name: str, minimum: int = 1) -> str | None:
+    """A problem line unless ``value`` is an integer >= ``minimum`` (``True`` is not an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return f"{name} must be an integer >= {minimum}, got {value!r}"
+    return None
+
+
+def _names(value: Any, name: str, allowed: tuple[str, ...]) -> str | None:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        return f"{name} must be a non-empty list of names from {', '.join(allowed)}, got {value!r}"
+    bad = [v for v in value if v not in allowed]
+    return f"{name}: unknown {bad}; use {', '.join(allowed)}" if bad else None
+
+
+def field_problems(config: StudyConfig) -> list[str]:
+    """One line per field of the wrong type or out of range (empty when every field is usable)."""
+    import re
+
+    s, r, a = config.search, config.retrain, config.attack
+    problems: list[str | None] = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.name):
+        problems.append(f"name {config.name!r} must be a plain folder name (letters, digits, '_', '.', '-')")
+    if config.data_dir is not None and not isinstance(config.data_dir, str):
+        problems.append(f"data_dir must be a folder path, got {config.data_dir!r}")
     if "rules" in config.space_args:
-        raise StudyConfigError(f"{source}: space_args must not name 'rules': each arm sets its own")
+        problems.append("space_args must not name 'rules': each arm sets its own")
+    if not isinstance(config.compare, str) or config.compare not in config.arms:
+        problems.append(f"compare {config.compare!r} must name one of the arms: {', '.join(config.arms)}")
+    problems.append(_count(config.seed, "seed", 0))
     strategies = MULTI_TRIAL + ONE_SHOT
-    if config.search.strategy not in strategies:
-        raise StudyConfigError(f"{source}: search.strategy {config.search.strategy!r} is not one of {', '.join(strategies)}")
+    if s.strategy not in strategies:
+        problems.append(f"search.strategy {s.strategy!r} is not one of {', '.join(strategies)}")
+    problems += [_count(s.max_trials, "search.max_trials"), _count(s.epochs, "search.epochs"),
+                 _count(s.concurrency, "search.concurrency")]
+    for key in ("train", "tuner_args", "hparams"):
+        if not isinstance(getattr(s, key), dict):
+            problems.append(f"search.{key} must be a mapping, got {getattr(s, key)!r}")
+    if s.listen is not None and (not isinstance(s.listen, str) or not s.listen.strip()):
+        problems.append(f"search.listen must be an address (or several, comma separated), got {s.listen!r}")
+    if not isinstance(s.max_duration, str) or not re.fullmatch(r"\d+(\.\d+)?[smhd]", s.max_duration):
+        problems.append(f"search.max_duration must be a duration like '90m', '6h' or '2d', got {s.max_duration!r}")
+    if not isinstance(r.seeds, list) or not r.seeds:
+        problems.append(f"retrain.seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]; got {r.seeds!r}")
+    else:
+        bad = [seed for seed in r.seeds if _count(seed, "", 0)]
+        if bad:
+            problems.append(f"retrain.seeds must be integers >= 0; not usable: {', '.join(map(repr, bad))}")
+        elif len(set(r.seeds)) != len(r.seeds):
+            problems.append(f"retrain.seeds must be distinct integers, got {r.seeds}")
+    problems.append(_count(r.epochs, "retrain.epochs"))
+    if not isinstance(r.args, dict):
+        problems.append(f"retrain.args must be a mapping of `nni-bio train` options, got {r.args!r}")
+    problems += [_count(a.num_images, "attack.num_images"), _count(a.pgd_steps, "attack.pgd_steps"),
+                 _count(a.square_queries, "attack.square_queries"), _names(a.attacks, "attack.attacks", ATTACKS),
+                 _names(a.gradients, "attack.gradients", ("rule", "bp"))]
+    if not isinstance(a.eps, str):
+        problems.append(f"attack.eps must be a quoted comma-separated list like \"0,2/255,8/255\", got {a.eps!r}")
+    else:
+        from nni_bio.robustness import parse_eps
+
+        try:
+            parse_eps(a.eps)
+        except NniBioError as exc:
+            problems.append(f"attack.eps: {exc}")
+    return [p for p in problems if p]
+
+
+def command_problems(config: StudyConfig) -> list[str]:
+    """Parse every arm's search-trial and retraining command with the parsers that will run them, and build
+    the space once (its arguments' types): one line per refusal."""
+    from nni_bio.study import stages
+
+    problems = []
     if config.search.one_shot:  # unknown strategy hyperparameters fail here, not days later in a trial
         from nni_bio.strategies.oneshot import make_strategy
 
         try:
             make_strategy(config.search.strategy, **{**config.search.train, **config.search.hparams})
         except NniBioError as exc:
-            raise StudyConfigError(f"{source}: search.train / search.hparams: {exc}") from exc
-    if config.search.max_trials < 1 or config.search.epochs < 1 or config.retrain.epochs < 1:
-        raise StudyConfigError(f"{source}: search.max_trials, search.epochs and retrain.epochs must be >= 1")
-    if not config.retrain.seeds or len(set(config.retrain.seeds)) != len(config.retrain.seeds):
-        raise StudyConfigError(f"{source}: retrain.seeds must be a non-empty list of distinct integers")
-    bad = [a for a in config.attack.attacks if a not in ATTACKS]
-    if bad:
-        raise StudyConfigError(f"{source}: unknown attack(s) {bad}; use {', '.join(ATTACKS)}")
-    if config.data_dir is not None:
-        config.data_dir = os.path.expanduser(str(config.data_dir))
-    return config
+            problems.append(f"search.train / search.hparams: {exc}")
+    from nni_bio.preflight import argument_problem
+
+    arm = config.compare
+    trial_module, trial_args = stages.trial_command(config, arm, stages.Slot(), Path("<search>"))
+    error = argument_problem(trial_module, trial_args)
+    if error:
+        problems.append(f"search.train: the search trial refuses it: {error}")
+    error = argument_problem("nni-bio", stages.retrain_arguments(config, arm, config.retrain.seeds[0], Path("<study>"),
+                                                                 stages.Slot()))
+    if error:
+        problems.append(f"retrain.args: `nni-bio train` refuses it: {error}")
+    try:
+        stages.space_size(config, arm)
+    except Exception as exc:  # noqa: BLE001  (whatever the space's constructor raises, said in one line)
+        problems.append(f"space_args {json.dumps(config.space_args)}: the space {config.space!r} cannot be built: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    return problems
 
 
 def load_study(path: str | os.PathLike) -> StudyConfig:
@@ -199,11 +300,45 @@ def load_study(path: str | os.PathLike) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise StudyConfigError(f"study file {str(path)!r} not found (examples: examples/studies/*.yml)")
+    if path.stat().st_size > MAX_STUDY_BYTES:
+        raise StudyConfigError(f"{path}: {path.stat().st_size:,} bytes; a study file has at most {MAX_STUDY_BYTES:,}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_PlainLoader)  # noqa: S506  (a SafeLoader without aliases)
     except yaml.YAMLError as exc:
-        raise StudyConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise StudyConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    except RecursionError:
+        raise StudyConfigError(f"{path}: nested too deeply to be a study file") from None
+    depth = _depth(raw)
+    if depth > MAX_STUDY_DEPTH:
+        raise StudyConfigError(f"{path}: nested {depth} levels deep; a study file needs at most {MAX_STUDY_DEPTH}")
     return parse_study(raw, str(path))
+
+
+#: limits on a study file, which may come from anyone: its size and nesting
+MAX_STUDY_BYTES = 256 * 1024
+MAX_STUDY_DEPTH = 8
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases (a few aliases can stand for billions of nodes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not accepted in a study file: write the value out "
+                                 f"(line {event.start_mark.line + 1}, column {event.start_mark.column + 1})")
+        return super().compose_node(parent, index)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of plain data, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 __all__ = ["BIO_RULES", "StudyConfig", "StudyConfigError", "load_study", "parse_study"]

@@ -19,6 +19,7 @@ from typing import Any
 from nni_bio.robustness import eps_label
 from nni_bio.study import figures, stages
 from nni_bio.study.config import StudyConfig
+from nni_bio.study.run_log import runs_table
 from nni_bio.study.statistics import compare, mean_std
 
 
@@ -56,8 +57,12 @@ def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} %" + ("" if math.isnan(std) else f" +- {100 * std:.2f}")
 
 
-def verdict(config: StudyConfig, accuracies: dict[str, list[float]]) -> str:
-    """One line: the ``compare`` arm vs the best single bio-rule arm, with its uncertainty."""
+def verdict(config: StudyConfig, accuracies: dict[str, list[float]], validation: dict[str, list[float]]) -> str:
+    """One line: the ``compare`` arm vs the best single bio-rule arm, with its uncertainty.
+
+    The best single arm is the one with the highest mean **validation** accuracy (final epoch); test
+    accuracies are only compared once that choice is made.
+    """
     target = config.compare
     singles = {a: v for a, v in accuracies.items() if len(config.arms[a]) == 1 and config.arms[a][0] != "backprop"
                and a != target and v}
@@ -65,11 +70,18 @@ def verdict(config: StudyConfig, accuracies: dict[str, list[float]]) -> str:
         return f"No verdict: the {target!r} arm has no finished retraining."
     if not singles:
         return f"No verdict: no single bio-rule arm finished to compare {target!r} with."
-    best = max(singles, key=lambda a: sum(singles[a]) / len(singles[a]))
+    scored = {a: [v for v in validation.get(a, []) if v is not None] for a in singles}
+    if not all(scored.values()):
+        return ("No verdict: the single-rule arms have no validation accuracy to choose the best one by (retrained "
+                "on train+val?); choosing it by test accuracy would bias the comparison.")
+    best = max(scored, key=lambda a: sum(scored[a]) / len(scored[a]))
     c = compare(accuracies[target], singles[best])
-    numbers = (f"{target} - {best} = {100 * c.difference:+.2f} points (bootstrap 95 % interval "
-               f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}], Welch p = {c.p_value:.3g}, "
-               f"{c.n_a} vs {c.n_b} seeds)")
+    if math.isnan(c.low):
+        return (f"No verdict: {target} - {best} = {100 * c.difference:+.2f} points, but an interval needs at least 2 "
+                "seeds per arm.")
+    numbers = (f"{target} - {best} = {100 * c.difference:+.2f} test-accuracy points (Welch 95 % interval "
+               f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}], p = {c.p_value:.3g}, {c.n_a} vs {c.n_b} seeds; "
+               f"{best} chosen as the best single rule by validation accuracy)")
     if c.significant:
         word = "better" if c.difference > 0 else "worse"
         return f"**{target} is {word} than the best single bio rule ({best})**: {numbers}."
@@ -103,17 +115,21 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
     report_dir.mkdir(parents=True, exist_ok=True)
     arms = collect(config, study_dir)
     accuracies = {arm: [info["seeds"][s]["final"]["test_acc"] for s in sorted(info["seeds"])] for arm, info in arms.items()}
+    validation = {arm: [info["seeds"][s]["final"].get("val_acc") for s in sorted(info["seeds"])]
+                  for arm, info in arms.items()}
 
     with (report_dir / "accuracy.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "rules", "seed", "final_test_acc", "final_val_acc", "best_val_acc", "best_val_epoch",
-                    "trainable_params", "search_best_val_acc", "search_trials", "search_seconds"])
+                    "trainable_params", "learned_feedback_params", "search_best_val_acc", "search_trials",
+                    "search_seconds"])
         for arm, info in arms.items():
             s = info["search"] or {}
             for seed, r in sorted(info["seeds"].items()):
                 best_val = r.get("best_val") or {}  # none when retrained on train+val
                 w.writerow([arm, " ".join(info["rules"]), seed, r["final"]["test_acc"], r["final"].get("val_acc"),
                             best_val.get("val_acc"), best_val.get("epoch"), r["trainable_params"],
+                            r.get("learned_feedback_params", ""),
                             s.get("best_val_acc"), len(s.get("trials", [])), s.get("seconds")])
     with (report_dir / "robustness.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -144,12 +160,18 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         figures.weights_figure(counts, report_dir / "weights_per_rule.png", f"{config.name}: weights per rule")
 
     lines = [f"# Study `{config.name}`: does mixing learning rules help?", ""]
-    lines += [verdict(config, accuracies), ""]
+    lines += [verdict(config, accuracies, validation), ""]
     machine = f"{platform.machine()}, {_cores()} CPU cores" + (f", {_gpus()}" if _gpus() else "")
     lines += [f"- Data set **{config.dataset}**, search space **{config.space}** {json.dumps(config.space_args)}.",
-              f"- Search: **{config.search.strategy}**, the same budget per arm: "
-              + (f"{config.search.max_trials} trials x {config.search.epochs} epochs" if not config.search.one_shot
-                 else f"{config.search.epochs} supernet epochs") + f", trial settings {json.dumps(config.search.train)}.",
+              f"- Search: **{config.search.strategy}**, at most "
+              + (f"{config.search.max_trials} trials x {config.search.epochs} epochs per arm (a multi-rule arm's "
+                 "corners, the single-rule arms' networks, count as trials of its budget)" if not config.search.one_shot
+                 else f"{config.search.epochs} supernet epochs per arm")
+              + f", trial settings {json.dumps(config.search.train)}; what each arm's search ran is below.",
+              f"- Random sources: every search's tuner is seeded with the study seed {config.seed}; the train/"
+              f"validation split is drawn with seed {config.search.train.get('seed', 0)} in search trials and "
+              f"{config.retrain.args.get('split_seed', 0)} in retrainings; a search trial's weights and batches come "
+              f"from seed {config.search.train.get('seed', 0)}, a retraining's from its own seed.",
               f"- Retraining from scratch with `nni-bio train`: {config.retrain.epochs} epochs, seeds "
               f"{config.retrain.seeds}, {json.dumps(config.retrain.args)}; the number is the **final-epoch test "
               f"accuracy** (never a best-epoch pick).",
@@ -157,7 +179,8 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
               f"{config.attack.num_images} test images; white-box attacks through the rule's own gradient and the "
               f"exact-gradient (bp) view.",
               f"- Produced by `{_command(study_dir, command) or 'nni-bio study ' + config.source}` ({_code_version(study_dir)}) on {machine}"
-              + (f" in {wall_seconds / 60:.1f} minutes of wall time" if wall_seconds else "") + f", "
+              + (f" in {wall_seconds / 60:.1f} minutes of wall time (summed over its runs, below)" if wall_seconds
+                 else "") + f", "
               f"{time.strftime('%Y-%m-%d')}.", ""]
     presets = sorted({r["preset"] for i in arms.values() for r in i["seeds"].values() if r.get("preset")})
     if presets:
@@ -171,6 +194,8 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         trials = s.get("trials", [])
         n_trials = f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}" if trials else (
             "none: 1 architecture" if s.get("architectures") == 1 else "one-shot" if s else "-")
+        if s.get("corners"):
+            n_trials += f" + {len(s['corners'])} corner{'s' if len(s['corners']) > 1 else ''}"
         best = "-" if s.get("best_val_acc") is None else f"{s['best_val_acc']:.4f}"
         minutes = "-" if not s else f"{s.get('seconds', 0) / 60:.1f}"
         lines.append(f"| {arm} | {', '.join(info['rules'])} | {_pct(mean, std)} | {len(accuracies[arm])} | "
@@ -182,6 +207,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
                   f"(see their architectures below; e.g. DFA and FA are the same rule in a network's last weight layer, "
                   f"and a layer's feedback matrix is drawn from the same per-layer stream whatever its rule)."]
     lines += ["", "![accuracy](accuracy.png)", ""]
+    lines += search_budgets(config, arms)
     broken = {arm: info["failures"] for arm, info in arms.items() if info["failures"]}
     if broken:
         lines += ["## Broken arms and stages", ""]
@@ -207,6 +233,11 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
             text = ", ".join(f"{k}: {v}" for k, v in sorted(sample.items()) if "/input_" not in k) or "fixed"
             lines.append(f"| {arm} | {text} | {json.dumps(counts.get(arm, {}))} |")
         lines += ["", "![architectures](architectures.png)", "", "![weights per rule](weights_per_rule.png)", ""]
+    runs = runs_table(study_dir)
+    if runs:
+        lines += ["## Runs", "", "Each run of `nni-bio study` on this folder (a killed run counts up to its last "
+                  "heartbeat, a few seconds before the kill); the wall time above is the sum of the counted runs.", ""]
+        lines += runs + [""]
     lines += ["## Files", "", "`accuracy.csv` (one row per arm and seed), `robustness.csv` (one row per arm, seed, "
               "attack, gradient view and eps). The study folder holds every run (`retrain/<arm>/s<seed>/`: "
               "`result.json`, TensorBoard logs, weights) and every search (`search/<arm>/`: `search.json`, the NNI "
@@ -214,6 +245,34 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def search_budgets(config: StudyConfig, arms: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown: what each arm's search ran (trials, corners, epochs, images, minutes) and what it kept."""
+    images = config.search.train.get("train_limit") or "all"
+    lines = ["## What each search saw", "", f"Every trial trained {config.search.epochs} epoch(s) on {images} training "
+             "images and was scored on the validation split; the arm keeps its best-scoring network (NNI trial or "
+             "corner).", "", "| arm | NNI trials (succeeded/run) | corners: validation accuracy | trial epochs | "
+             "minutes | kept |", "|---|---|---|---|---|---|"]
+    for arm, info in arms.items():
+        s = info["search"] or {}
+        if not s:
+            lines.append(f"| {arm} | - | - | - | - | not searched (failed or not run) |")
+            continue
+        if s.get("architectures") == 1:
+            lines.append(f"| {arm} | none: the space holds 1 network | - | 0 | 0.0 | that network |")
+            continue
+        trials = s.get("trials", [])
+        corners = ", ".join(f"{c['arm']} {c['val_acc']:.4f}" for c in s.get("corners", []) if c.get("val_acc") is not None)
+        if s.get("corners_unreachable"):
+            corners += (", " if corners else "") + "not in this space: " + ", ".join(s["corners_unreachable"])
+        ran = ("one-shot" if config.search.one_shot else
+               f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}")
+        best = s.get("best_trial", "-")
+        kept = f"{best} ({s['best_val_acc']:.4f})" if s.get("best_val_acc") is not None else str(best)
+        lines.append(f"| {arm} | {ran} | {corners or '-'} | {s.get('trial_epochs', '-')} | "
+                     f"{s.get('seconds', 0) / 60:.1f} | {kept} |")
+    return lines + [""]
 
 
 def _command(study_dir: Path, command: str) -> str:
@@ -246,4 +305,4 @@ def _gpus() -> str:
         return ""
 
 
-__all__ = ["collect", "verdict", "write_report"]
+__all__ = ["collect", "search_budgets", "verdict", "write_report"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from nni_bio.final_training import write_json
 from nni_bio.study import stages
 from nni_bio.study.config import StudyConfig, StudyConfigError
+from nni_bio.study.corners import corner_arms
 
 
 @dataclass
@@ -42,8 +43,9 @@ class Task:
 def plan(config: StudyConfig, study_dir: Path, say: Callable[[str], None] = print) -> list[Task]:
     """Every task of the study, searches first (they gate the rest), then retrains, then attacks."""
     tasks: list[Task] = []
-    for arm in config.arms:
-        tasks.append(Task(f"search/{arm}", stages.SEARCH, arm, None, [], study_dir / stages.SEARCH / arm,
+    for arm in config.arms:  # a multi-rule arm's search starts from its corners: the single-rule arms' networks
+        corners = [f"search/{other}" for other in corner_arms(config, arm)]
+        tasks.append(Task(f"search/{arm}", stages.SEARCH, arm, None, corners, study_dir / stages.SEARCH / arm,
                           lambda arm=arm: stages.search_done(study_dir, arm),
                           lambda slot, arm=arm: stages.run_search(config, arm, study_dir, slot, say)))
     for seed in config.retrain.seeds:
@@ -74,14 +76,21 @@ def claim_folder(config: StudyConfig, study_dir: Path) -> None:
                 f"{', '.join(changed) or 'none shown'}). Nothing was changed. Use another --output, or delete the "
                 f"folder to start this study afresh.")
         return
-    if study_dir.exists() and any(study_dir.iterdir()):
-        raise StudyConfigError(f"{study_dir} exists and is not a study folder (no study.json): choose another --output")
+    check_not_foreign(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     write_json(record, {"fingerprint": config.fingerprint(), "source": config.source, "config": config.as_dict(),
-                        "created": time.time(), "commit": _commit()})
+                        "created": time.time(), "commit": current_commit()})
 
 
-def _commit() -> str | None:
+def check_not_foreign(study_dir: Path) -> None:
+    """Refuse a folder that holds files but no study (its lock file aside): nothing of the user's is touched."""
+    if (study_dir / "study.json").is_file() or not study_dir.exists():
+        return
+    if any(p.name != ".lock" for p in study_dir.iterdir()):
+        raise StudyConfigError(f"{study_dir} exists and is not a study folder (no study.json): choose another --output")
+
+
+def current_commit() -> str | None:
     """The git commit of the nni-bio checkout in use (``None`` outside a checkout), with ``+dirty`` for local edits."""
     import subprocess
 
@@ -181,4 +190,4 @@ def execute(tasks: list[Task], jobs: int, *, progress: bool = True, say: Callabl
     return tasks
 
 
-__all__ = ["Task", "claim_folder", "execute", "plan", "slots"]
+__all__ = ["Task", "check_not_foreign", "claim_folder", "current_commit", "execute", "plan", "slots"]

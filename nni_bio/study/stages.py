@@ -25,17 +25,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nni_bio.errors import NniBioError
 from nni_bio.final_training import write_json
-from nni_bio.study.config import StudyConfig
+
+if TYPE_CHECKING:
+    from nni_bio.study.config import StudyConfig
 
 SEARCH, RETRAIN, ATTACK = "search", "retrain", "attack"
 FAILED = "failed.json"
-_port_lock = threading.Lock()
 _space_lock = threading.Lock()  # NNI builds a space inside one global (per-process) mutable context
-_ports_taken: set[int] = set()
 
 
 class StageFailed(NniBioError):
@@ -99,8 +99,12 @@ def cli_flags(options: dict[str, Any]) -> list[str]:
 
 
 def mark_failed(folder: Path, reason: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / FAILED, {"status": "failed", "reason": reason, "time": time.time()})
+    """Record a stage's failure (``failed.json``); on a full or read-only disk the failure stays in memory only."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / FAILED, {"status": "failed", "reason": reason, "time": time.time()})
+    except OSError:
+        pass  # the run reports it all the same; the next run retries the stage, as for any unfinished one
 
 
 def failure(folder: Path) -> str | None:
@@ -125,38 +129,51 @@ def space_size(config: StudyConfig, arm: str) -> tuple[dict[str, Any], int]:
 
 
 def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
-    """The ``tuner`` section and the search-space format for the study's multi-trial strategy."""
+    """The ``tuner`` section and the search-space format for the study's multi-trial strategy; every tuner is
+    seeded with the study's ``seed`` (``search.tuner_args`` may override it)."""
     s = config.search
+    seeded = {"seed": config.seed, **s.tuner_args}
     if s.strategy == "evolution":
         population = max(2, min(20, s.max_trials // 2))
         args = {"optimize_mode": "maximize", "population_size": population, "sample_size": max(1, population // 2)}
         return {"className": "nni_bio.strategies.evolution.EvolutionTuner", "codeDirectory": ".",  # resumable
-                "classArgs": {**args, **s.tuner_args}}, "nas"
+                "classArgs": {**args, **seeded}}, "nas"
     if s.strategy == "random":
-        return {"name": "Random", "classArgs": {"seed": 0, **s.tuner_args}}, "choice"
+        return {"name": "Random", "classArgs": seeded}, "choice"
     if s.strategy == "tpe":
-        return {"name": "TPE", "classArgs": {"optimize_mode": "maximize", "seed": 0, **s.tuner_args}}, "choice"
+        return {"name": "TPE", "classArgs": {"optimize_mode": "maximize", **seeded}}, "choice"
     return {"className": "nni_bio.strategies.policy_gradient.PolicyGradientTuner", "codeDirectory": ".",
-            "classArgs": {"optimize_mode": "maximize", "seed": 0, **s.tuner_args}}, "choice"
+            "classArgs": {"optimize_mode": "maximize", **seeded}}, "choice"
 
 
-def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot) -> dict[str, Any]:
+def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path) -> tuple[str, list[str]]:
+    """The module (``python -m``) and arguments of the arm's search: NNI's trial (multi-trial) or the one-shot run."""
+    common = ["--space", config.space, "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True),
+              "--dataset", config.dataset, "--epochs", str(config.search.epochs), "--device", slot.device]
+    if config.data_dir:
+        common += ["--data-dir", config.data_dir]
+    if not config.search.one_shot:
+        return "nni_bio.trial", [*common, *cli_flags(config.search.train)]
+    hparams = {**config.search.train, **config.search.hparams}
+    return "nni_bio.strategies.oneshot.trial", [
+        "--strategy", config.search.strategy, *common, "--threads", str(slot.threads), "--hparams", json.dumps(hparams),
+        "--output", str(folder / "oneshot"), "--resume"]
+
+
+def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot,
+                    max_trials: int | None = None) -> dict[str, Any]:
     """The NNI experiment that searches one arm (written to ``search/<arm>/experiment.yml``)."""
     tuner, fmt = _tuner(config)
-    space_args = config.arm_space_args(arm)
     (folder / "search_space.json").write_text(json.dumps(space_file(config, arm, fmt), indent=2) + "\n")
-    trial = [sys.executable, "-m", "nni_bio.trial", "--space", config.space, "--space-args",
-             json.dumps(space_args, sort_keys=True), "--dataset", config.dataset, "--epochs", str(config.search.epochs),
-             "--device", slot.device, *cli_flags(config.search.train)]
-    if config.data_dir:
-        trial += ["--data-dir", config.data_dir]
+    module, arguments = trial_command(config, arm, slot, folder)
+    trial = [sys.executable, "-m", module, *arguments]
     return {
         "experimentName": f"nni-bio study {config.name}: arm {arm} ({', '.join(config.arms[arm])})",
         "searchSpaceFile": "search_space.json",
         "trialCommand": f"OMP_NUM_THREADS={slot.threads} {shlex.join(trial)}",
         "trialCodeDirectory": ".",
         "trialConcurrency": config.search.concurrency,
-        "maxTrialNumber": config.search.max_trials,
+        "maxTrialNumber": max_trials or config.search.max_trials,
         "maxExperimentDuration": config.search.max_duration,
         "experimentWorkingDirectory": str((folder / "nni").resolve()),
         "tuner": tuner,
@@ -166,21 +183,10 @@ def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot) -> 
     }
 
 
-def _free_port() -> int:
-    from nni_bio.experiment import free_port
-
-    with _port_lock:
-        port = 8080
-        while True:
-            port = free_port(port)
-            if port not in _ports_taken:
-                _ports_taken.add(port)
-                return port
-            port += 1
-
-
-def _follow_or_create(folder: Path, log: Path) -> tuple[Any, str, int]:
+def _follow_or_create(folder: Path, log: Path, listen: str | None = None) -> tuple[Any, str, int]:
     """Follow the experiment an interrupted run started, if its manager still answers; else create one."""
+    import yaml
+
     from nni_bio import experiment as ex
 
     record = folder / "experiment.json"
@@ -193,14 +199,44 @@ def _follow_or_create(folder: Path, log: Path) -> tuple[Any, str, int]:
         except OSError:
             pass
         ex.stop(old["id"])  # not answering: make sure it is gone, then start again
-    port = _free_port()
-    done = ex.create(folder / "experiment.yml", port)
+    adopted = _adopt_orphan(folder)
+    if adopted is not None:
+        return adopted
+    path = folder / "experiment.yml"
+    try:
+        done, port, exp_id = ex.create_on_free_port(path, yaml.safe_load(path.read_text()), listen=listen)
+    except ex.ExperimentError as exc:
+        with log.open("a") as out:
+            out.write(getattr(exc, "output", str(exc)))
+        raise StageFailed(f"{exc} (nnictl's output: {log})") from exc
     with log.open("a") as out:
         out.write(done.stdout)
     client = ex.RestClient(port)
-    exp_id = client.experiment_id()
     write_json(record, {"id": exp_id, "port": port, "started": time.time()})
     return client, exp_id, port
+
+
+def _adopt_orphan(folder: Path) -> tuple[Any, str, int] | None:
+    """An experiment of this arm that a killed run was starting (no ``experiment.json`` yet): follow it if its
+    manager answers, else stop it, so no NNI manager is left behind and no search runs twice."""
+    from nni_bio import experiment as ex
+
+    with ex.port_lock():  # held by a killed run's nnictl until it has registered its experiment
+        found = ex.experiments_in(folder / "nni")
+    for exp_id, record in sorted(found.items(), key=lambda item: -float(item[1].get("startTime") or 0)):
+        try:
+            client = ex.RestClient(record["port"])
+            if client.experiment_id() == exp_id:
+                write_json(folder / "experiment.json", {"id": exp_id, "port": record["port"], "started": time.time(),
+                                                        "adopted": True})
+                for other in found:  # at most one is followed; any other is stopped
+                    if other != exp_id:
+                        ex.stop(other)
+                return client, exp_id, record["port"]
+        except (OSError, KeyError, TypeError):
+            pass
+        ex.stop(exp_id)
+    return None
 
 
 def run_search(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, say=print) -> dict[str, Any]:
@@ -230,41 +266,68 @@ def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, 
     from nni_bio import experiment as ex
 
     log = folder / "search.log"
-    (folder / "experiment.yml").write_text(yaml.safe_dump(experiment_yaml(config, arm, folder, slot), sort_keys=False))
-    client, exp_id, port = _follow_or_create(folder, log)
-    say(f"search {arm}: NNI experiment {exp_id}, web UI http://127.0.0.1:{port}")
+    corners = evaluate_corners(config, arm, folder.parent.parent, slot)
+    budget = max(1, config.search.max_trials - len(corners["evaluated"]))  # the corners are trials of the budget
+    (folder / "experiment.yml").write_text(yaml.safe_dump(experiment_yaml(config, arm, folder, slot, budget),
+                                                          sort_keys=False))
+    client, exp_id, port = _follow_or_create(folder, log, config.search.listen)
+    say(f"search {arm}: NNI experiment {exp_id}, web UI {ex.web_ui_hint(port, config.search.listen)}")
     try:
-        trials = ex.wait(client, config.search.max_trials, math.inf, progress=False)
+        trials = ex.wait(client, budget, math.inf, progress=False)
     finally:
         ex.stop(exp_id)
     records = [{"id": t.id, "status": t.status, "val_acc": t.score,
                 "sample": {k: ex.unwrap_choice(v) for k, v in t.parameters.items()}} for t in trials]
-    best = ex.best_trial(trials)
     started = json.loads((folder / "experiment.json").read_text()).get("started", started)
     summary = {"strategy": config.search.strategy, "experiment_id": exp_id, "architectures": size,
-               "trials": records, "seconds": round(time.time() - started, 1),
-               "trial_epochs": config.search.epochs * len(records),
+               "trials": records, "corners": corners["evaluated"], "corners_unreachable": corners["unreachable"],
+               "seconds": round(time.time() - started + corners["seconds"], 1),
+               "trial_epochs": config.search.epochs * (len(records) + len(corners["evaluated"])),
                "web_ui": f"nnictl view {exp_id} --experiment_dir {folder / 'nni'}"}
-    if best is None:
+    candidates = [(r["val_acc"], r["id"], r["sample"]) for r in records
+                  if r["status"] == "SUCCEEDED" and r["val_acc"] is not None]
+    candidates += [(c["val_acc"], f"corner:{c['arm']}", c["sample"]) for c in corners["evaluated"]
+                   if c.get("val_acc") is not None]
+    if not candidates:
         reasons = f"all {len(trials)} trials failed" if trials else "no trial ran"
         mark_failed(folder, f"{reasons}; trial logs under {folder / 'nni' / exp_id / 'trials'}")
         write_json(folder / "search.json", {**summary, "status": "failed", "reason": reasons})
         raise StageFailed(f"arm {arm}: {reasons}")
-    sample = {k: ex.unwrap_choice(v) for k, v in best.parameters.items()}
+    score, best_id, sample = max(candidates, key=lambda c: c[0])  # validation accuracy, ties: the first
     return _finish_search(folder, space_cls.export_genotype(sample, space_args),
-                          {**summary, "status": "complete", "best_trial": best.id, "best_val_acc": best.score})
+                          {**summary, "status": "complete", "best_trial": best_id, "best_val_acc": score})
+
+
+def evaluate_corners(config: StudyConfig, arm: str, study_dir: Path, slot: Slot) -> dict[str, Any]:
+    """Train the arm's corners (:mod:`nni_bio.study.corners`) as trials of its own search: same trial command,
+    fidelity and split, one ``python -m nni_bio.trial --sample`` each; finished ones are kept across runs."""
+    from nni_bio.study.corners import corner_arms, in_space
+
+    space = space_file(config, arm)
+    evaluated, unreachable, seconds = [], [], 0.0
+    module, arguments = trial_command(config, arm, slot, study_dir / SEARCH / arm)
+    for other in corner_arms(config, arm):
+        theirs = json.loads((study_dir / SEARCH / other / "genotype.json").read_text())
+        sample = in_space(theirs["sample"], space)
+        if sample is None:
+            unreachable.append(other)
+            continue
+        out = study_dir / SEARCH / arm / "corners" / other
+        result = out / "result.json"
+        if not result.is_file():
+            started = time.time()
+            run_child([sys.executable, "-m", module, *arguments, "--sample", json.dumps(sample, sort_keys=True),
+                       "--output", str(out)], out.parent / f"{other}.log", slot)
+            seconds += time.time() - started
+        score = json.loads(result.read_text()).get("default")
+        evaluated.append({"arm": other, "sample": sample, "val_acc": score})
+    return {"evaluated": evaluated, "unreachable": unreachable, "seconds": seconds}
 
 
 def _search_one_shot(config, arm, folder, space_cls, space_args, slot, started) -> dict[str, Any]:
     run_dir = folder / "oneshot"
-    hparams = {**config.search.train, **config.search.hparams}
-    command = [sys.executable, "-m", "nni_bio.strategies.oneshot.trial", "--strategy", config.search.strategy, "--space", config.space,
-               "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True), "--dataset", config.dataset,
-               "--epochs", str(config.search.epochs), "--threads", str(slot.threads), "--device", slot.device,
-               "--hparams", json.dumps(hparams), "--output", str(run_dir), "--resume"]
-    if config.data_dir:
-        command += ["--data-dir", config.data_dir]
-    run_child(command, folder / "search.log", slot)
+    module, arguments = trial_command(config, arm, slot, folder)
+    run_child([sys.executable, "-m", module, *arguments], folder / "search.log", slot)
     genotype = json.loads((run_dir / "genotype.json").read_text())
     result = json.loads((run_dir / "result.json").read_text())
     return _finish_search(folder, genotype, {
@@ -345,4 +408,4 @@ def attack_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, 
 __all__ = ["ATTACK", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_arguments", "attack_dir", "attack_done",
            "cli_flags", "retrain_arguments",
            "failure", "mark_failed", "retrain_dir", "retrain_done", "run_attack", "run_retrain", "run_search",
-           "search_done", "space_size"]
+           "search_done", "space_size", "trial_command", "evaluate_corners"]
