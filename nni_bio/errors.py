@@ -69,8 +69,8 @@ def write_failure(path: object, exc: BaseException) -> OutputWriteError:
 
     Example:
         >>> import errno
-        >>> str(write_failure("/data/run/checkpoint.pt", OSError(errno.EROFS, "Read-only file system")))[:58]
-        '/data/run/checkpoint.pt: cannot write (Read-only file sys'
+        >>> str(write_failure("/data/run/checkpoint.pt", OSError(errno.EROFS, "Read-only file system")))[:62]
+        '/data/run/checkpoint.pt: cannot write (Read-only file system);'
     """
     import errno
     import os

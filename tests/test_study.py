@@ -146,6 +146,39 @@ def test_a_folder_of_another_study_is_refused_and_left_untouched(tmp_path):
         claim_folder(parse_study(raw()), other)
 
 
+def test_learning_curves_and_the_convergence_warning():
+    from nni_bio.study.report import learning_curves, unconverged
+
+    def run(*val):
+        return {"history": [{"val_acc": v} for v in val]}
+
+    arms = {"flat": {"seeds": {0: run(0.5, 0.8, 0.9, 0.9, 0.9), 1: run(0.5, 0.8, 0.9, 0.902, 0.9)}},
+            "rising": {"seeds": {0: run(0.3, 0.5, 0.6, 0.7, 0.8)}},
+            "none": {"seeds": {}}}
+    curves = learning_curves(arms)
+    assert set(curves) == {"flat", "rising"} and curves["flat"][3] == pytest.approx(0.901)
+    assert unconverged(curves) == {"rising": pytest.approx(0.1)}  # the last fifth (2 epochs of 5) moved 10 points
+
+
+def test_the_landscape_reads_validation_and_counts_only_searched_rules():
+    from nni_bio.study.landscape import analyse, clopper_pearson, one_rule_networks, pick_networks, rules_of
+
+    space = {"stem": {"_value": ["conv_3x3@dfa"]}, "a": {"_value": ["fa", "usf"]}, "b": {"_value": ["fa", "usf"]}}
+    assert rules_of({"stem": "conv_3x3@dfa", "a": "usf", "b": "usf"}, space) == ["usf"]  # the stem's rule is fixed
+    assert one_rule_networks(space) == {"fa": {"stem": "conv_3x3@dfa", "a": "fa", "b": "fa"},
+                                        "usf": {"stem": "conv_3x3@dfa", "a": "usf", "b": "usf"}}
+    assert len(pick_networks(space, networks=3, seed=1)) == 3 and len(pick_networks(space, 99, 0)) == 4
+    rows = [{"sample": {"stem": "conv_3x3@dfa", "a": a, "b": b}, "val_acc": v,
+             "one_rule": a if a == b else None, "test_acc": 1.0 - v}
+            for (a, b), v in {("fa", "fa"): 0.5, ("usf", "usf"): 0.7, ("fa", "usf"): 0.8, ("usf", "fa"): 0.6}.items()]
+    land = analyse(rows, space)
+    assert (land.best_one_rule, land.rank, land.mixed, land.mixed_better) == ("usf", 2, 2, 1)
+    assert land.fraction[0] == 0.5 and land.fraction[1:] == pytest.approx(clopper_pearson(1, 2))
+    assert land.by_rule_count[1][:2] == (2, pytest.approx(0.6)) and land.per_slot["a"]["usf"][:2] == (2, pytest.approx(0.65))
+    low, high = clopper_pearson(0, 20)
+    assert low == 0.0 and high == pytest.approx(0.1684, abs=1e-4)  # the exact interval's known value
+
+
 def test_statistics():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     same = compare([0.9, 0.91, 0.92], [0.9, 0.91, 0.92])
@@ -165,12 +198,19 @@ def test_the_interval_is_welch_s_and_covers_as_often_as_it_says():
     c = compare(a, b)
     welch = stats.ttest_ind(a, b, equal_var=False)
     assert c.p_value == pytest.approx(welch.pvalue) and c.dof == pytest.approx(welch.df)
+    assert c.high - c.low < 2 * c.detectable  # 80 % power needs more than the interval's half-width
     rng = np.random.default_rng(0)
     covered = 0
     for _ in range(2000):
         c = compare(rng.normal(0.86, 0.006, 3), rng.normal(0.85, 0.002, 3))
         covered += c.low <= 0.01 <= c.high
     assert 0.93 <= covered / 2000 <= 0.975
+    # a true difference of the size the design says it detects is found about 80 % of the time (about 70 % with
+    # 3 vs 3 values: the power is computed at the design's Welch dof, which vary from sample to sample)
+    design = compare([0.0, 0.01, 0.02], [0.0, 0.01, 0.02])
+    found = sum(compare(rng.normal(design.detectable, 0.01, 3), rng.normal(0.0, 0.01, 3)).significant
+                for _ in range(2000))
+    assert 0.65 <= found / 2000 <= 0.90
 
 
 def test_verdict_says_what_the_numbers_say_and_chooses_the_best_single_rule_on_validation():
@@ -309,6 +349,7 @@ def cut_down_digits(tmp_path: Path) -> Path:
     config["retrain"].update(seeds=[0, 1], epochs=1)
     config["retrain"]["args"].update(train_limit=200)
     config["attack"].update(num_images=40, eps="0,0.1", pgd_steps=2, square_queries=5)
+    config["landscape"] = {"networks": 2, "seed": 0}  # 2 random networks of mixed's space + its corner (usf's)
     path = tmp_path / "digits-cut.yml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -346,8 +387,15 @@ def test_cut_down_digits_study_survives_kill_9_and_resumes(tmp_path):
     assert "mixed" in text and ("No significant difference" in text or "is better" in text or "is worse" in text)
     rows = (report / "accuracy.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2
-    for png in ("accuracy.png", "robustness.png", "architectures.png", "weights_per_rule.png"):
+    for png in ("accuracy.png", "robustness.png", "architectures.png", "weights_per_rule.png", "learning_curves.png"):
         assert (report / png).stat().st_size > 1000, png
+    assert sorted(p.name for p in (report / "genotypes").iterdir()) == ["backprop.json", "mixed.json", "usf.json"]
+    trials = (report / "search_trials.csv").read_text().splitlines()
+    assert len(trials) == 1 + 2 + 2 + 2 and any(",corner,corner:usf," in row for row in trials)
+    assert "`usf`: `nni-bio train --genotype genotypes/usf.json" in text and "## Learning curves" in text
+    landscape = (report / "landscape.csv").read_text().splitlines()
+    assert len(landscape) == 1 + 3 and landscape[-1].startswith("corner-usf,corner,usf,")
+    assert "## Rule landscape (no search)" in text and "The best one-rule network (**usf**" in text
     robustness = (report / "robustness.csv").read_text()
     assert ",pgd,rule," in robustness and ",pgd,bp," in robustness and ",square,none," in robustness
     # the multi-rule arm's search reached its corner (the usf arm's network, in its own space) inside its budget
@@ -497,3 +545,12 @@ def test_a_study_killed_at_seeded_random_moments_ends_exactly_like_an_uninterrup
     while (left := _leftovers(tmp_path)) and time.time() < deadline:
         time.sleep(1)
     assert not left, left
+
+
+@pytest.mark.parametrize("module", ["nni_bio.study.statistics", "nni_bio.study.corners", "nni_bio.study.run_log",
+                                    "nni_bio.study.folder_lock", "nni_bio.safe_json", "nni_bio.errors", "nni_bio.swap"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(module), raise_on_error=False).failed == 0

@@ -36,7 +36,8 @@ MULTI_TRIAL = ("evolution", "random", "tpe", "policy_gradient")
 ONE_SHOT = ("darts", "darts2", "gumbel", "enas", "egnas")
 ATTACKS = ("fgsm", "pgd", "square")
 #: study-file fields whose change makes an existing study folder another study
-_TOP = ("name", "dataset", "data_dir", "space", "space_args", "search", "arms", "retrain", "attack", "compare", "seed")
+_TOP = ("name", "dataset", "data_dir", "space", "space_args", "search", "arms", "retrain", "attack", "compare", "seed",
+        "landscape")
 
 
 class StudyConfigError(NniBioError):
@@ -84,6 +85,16 @@ class AttackSettings:
 
 
 @dataclass
+class LandscapeSettings:
+    """The search-free answer (:mod:`nni_bio.study.landscape`): ``networks`` networks of the ``compare`` arm's
+    space (all of them when it has no more), drawn with ``seed``, plus its one-rule networks, each trained with
+    the retraining recipe and the first retraining seed. ``networks: 0`` (the default) leaves it out."""
+
+    networks: int = 0
+    seed: int = 0
+
+
+@dataclass
 class StudyConfig:
     """A parsed, validated study file."""
 
@@ -98,6 +109,7 @@ class StudyConfig:
     attack: AttackSettings = field(default_factory=AttackSettings)
     compare: str = "mixed"  # the arm the verdict compares with the best single bio rule
     seed: int = 0  # seeds every search's tuner (retraining seeds are retrain.seeds)
+    landscape: LandscapeSettings = field(default_factory=LandscapeSettings)
     source: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +124,8 @@ class StudyConfig:
             data["search"].pop("listen", None)  # folders made before these fields existed keep their fingerprint
         if data.get("seed") == 0:
             data.pop("seed")
+        if data["landscape"]["networks"] == 0:
+            data.pop("landscape")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def arm_space_args(self, arm: str) -> dict[str, Any]:
@@ -179,7 +193,7 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
         space_args=dict(raw.get("space_args") or {}), data_dir=raw.get("data_dir"),
         search=_section(raw, "search", SearchSettings, source), retrain=_section(raw, "retrain", RetrainSettings, source),
         attack=_section(raw, "attack", AttackSettings, source), compare=raw.get("compare", "mixed"),
-        seed=raw.get("seed", 0), source=source)
+        seed=raw.get("seed", 0), landscape=_section(raw, "landscape", LandscapeSettings, source), source=source)
     problems = field_problems(config)
     if not problems:
         problems = command_problems(config)
@@ -218,7 +232,8 @@ def field_problems(config: StudyConfig) -> list[str]:
         problems.append("space_args must not name 'rules': each arm sets its own")
     if not isinstance(config.compare, str) or config.compare not in config.arms:
         problems.append(f"compare {config.compare!r} must name one of the arms: {', '.join(config.arms)}")
-    problems.append(_count(config.seed, "seed", 0))
+    problems += [_count(config.seed, "seed", 0), _count(config.landscape.networks, "landscape.networks", 0),
+                 _count(config.landscape.seed, "landscape.seed", 0)]
     strategies = MULTI_TRIAL + ONE_SHOT
     if s.strategy not in strategies:
         problems.append(f"search.strategy {s.strategy!r} is not one of {', '.join(strategies)}")
@@ -341,4 +356,4 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-__all__ = ["BIO_RULES", "StudyConfig", "StudyConfigError", "load_study", "parse_study"]
+__all__ = ["BIO_RULES", "LandscapeSettings", "StudyConfig", "StudyConfigError", "load_study", "parse_study"]

@@ -4,7 +4,9 @@
 - ``robustness.png``: accuracy vs eps per attack and gradient view, one line per arm;
 - ``architectures.png``: each arm's found architecture: a strip of its weight layers coloured by
   rule (sequential spaces), or its cells drawn as graphs with each edge's op and rule (DARTS, NB201);
-- ``weights_per_rule.png``: trainable weights per rule in each arm's retrained network.
+- ``weights_per_rule.png``: trainable weights per rule in each arm's retrained network;
+- ``learning_curves.png``: validation accuracy per retraining epoch, mean over seeds, one line per arm;
+- ``landscape.png``: validation accuracy of every landscape network against its number of distinct rules.
 """
 
 from __future__ import annotations
@@ -209,3 +211,46 @@ def weights_figure(counts: Mapping[str, Mapping[str, int]], path: Path, title: s
 
 
 __all__ = ["accuracy_figure", "architecture_figure", "robustness_figure", "weights_figure"]
+
+
+def learning_curves_figure(curves: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+    """``curves``: arm -> mean validation accuracy per epoch (epoch 1 first)."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for arm, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, color=arm_colour(arm), label=arm)
+    ax.set_xlabel("retraining epoch")
+    ax.set_ylabel("validation accuracy (mean over seeds)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def landscape_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
+    """``rows``: ``{"rules", "one_rule", "val_acc"}``; one-rule networks drawn in their rule's colour and named."""
+    plt = _pyplot()
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for r in rows:
+        x = len(r["rules"]) + rng.uniform(-0.15, 0.15)
+        if r.get("one_rule"):
+            ax.scatter(x, r["val_acc"], s=36, color=colour(r["one_rule"]), edgecolor="black", zorder=3)
+            ax.annotate(r["one_rule"], (x, r["val_acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        else:
+            ax.scatter(x, r["val_acc"], s=12, color="#7f7f7f", alpha=0.7)
+    ax.set_xticks(sorted({len(r["rules"]) for r in rows}))
+    ax.set_xlabel("distinct learning rules in the network")
+    ax.set_ylabel("final validation accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

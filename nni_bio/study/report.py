@@ -81,7 +81,10 @@ def verdict(config: StudyConfig, accuracies: dict[str, list[float]], validation:
                 "seeds per arm.")
     numbers = (f"{target} - {best} = {100 * c.difference:+.2f} test-accuracy points (Welch 95 % interval "
                f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}], p = {c.p_value:.3g}, {c.n_a} vs {c.n_b} seeds; "
-               f"{best} chosen as the best single rule by validation accuracy)")
+               f"{best} chosen as the best single rule by validation accuracy). With this spread and these seeds the "
+               f"design detects a true difference of about {100 * c.detectable:.2f} points 80 % of the time; the "
+               "interval holds seed-to-seed variance only: each arm's search ran once, so search-to-search variance "
+               "is not in it")
     if c.significant:
         word = "better" if c.difference > 0 else "worse"
         return f"**{target} is {word} than the best single bio rule ({best})**: {numbers}."
@@ -207,7 +210,10 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
                   f"(see their architectures below; e.g. DFA and FA are the same rule in a network's last weight layer, "
                   f"and a layer's feedback matrix is drawn from the same per-layer stream whatever its rule)."]
     lines += ["", "![accuracy](accuracy.png)", ""]
+    lines += convergence(config, arms, report_dir)
     lines += search_budgets(config, arms)
+    lines += reproduce(config, arms, study_dir, report_dir)
+    lines += landscape_section(config, study_dir, report_dir)
     broken = {arm: info["failures"] for arm, info in arms.items() if info["failures"]}
     if broken:
         lines += ["## Broken arms and stages", ""]
@@ -239,12 +245,148 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
                   "heartbeat, a few seconds before the kill); the wall time above is the sum of the counted runs.", ""]
         lines += runs + [""]
     lines += ["## Files", "", "`accuracy.csv` (one row per arm and seed), `robustness.csv` (one row per arm, seed, "
-              "attack, gradient view and eps). The study folder holds every run (`retrain/<arm>/s<seed>/`: "
-              "`result.json`, TensorBoard logs, weights) and every search (`search/<arm>/`: `search.json`, the NNI "
+              "attack, gradient view and eps), `search_trials.csv` (every search trial and corner), `genotypes/`. "
+              "The study folder holds every run (`retrain/<arm>/s<seed>/`: `result.json`, TensorBoard logs, weights) and every search (`search/<arm>/`: `search.json`, the NNI "
               "experiment)."]
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: an arm whose validation accuracy still moved by more than this over the last fifth of its epochs has not converged
+CONVERGED_WITHIN = 0.005
+
+
+def learning_curves(arms: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+    """Arm -> mean validation accuracy per retraining epoch over its finished seeds (empty without validation)."""
+    import numpy as np
+
+    curves = {}
+    for arm, info in arms.items():
+        runs = [[m.get("val_acc") for m in r.get("history", [])] for r in info["seeds"].values()]
+        runs = [run for run in runs if run and all(v is not None for v in run)]
+        if runs and len({len(run) for run in runs}) == 1:
+            curves[arm] = [float(v) for v in np.mean(np.asarray(runs, dtype=float), axis=0)]
+    return curves
+
+
+def unconverged(curves: dict[str, list[float]], within: float = CONVERGED_WITHIN) -> dict[str, float]:
+    """Arm -> how far its curve moved over the last fifth of its epochs, for arms that moved more than ``within``."""
+    moved = {}
+    for arm, values in curves.items():
+        tail = values[-max(2, len(values) // 5 + 1):]
+        if len(values) >= 2 and max(tail) - min(tail) > within:
+            moved[arm] = max(tail) - min(tail)
+    return moved
+
+
+def convergence(config: StudyConfig, arms: dict[str, dict[str, Any]], report_dir: Path) -> list[str]:
+    """The learning-curve figure and a warning for every arm still moving at the end of its retraining."""
+    curves = learning_curves(arms)
+    if not curves:
+        return []
+    figures.learning_curves_figure(curves, report_dir / "learning_curves.png",
+                                   f"{config.name}: validation accuracy while retraining")
+    lines = ["## Learning curves", ""]
+    moved = unconverged(curves)
+    if moved:
+        lines += [f"**Warning: not converged.** Over the last fifth of their {config.retrain.epochs} epochs these arms' "
+                  f"mean validation accuracy still moved by more than {100 * CONVERGED_WITHIN:.1f} points: "
+                  + ", ".join(f"{arm} ({100 * d:.1f} points)" for arm, d in moved.items())
+                  + ". Longer retraining may change the comparison.", ""]
+    else:
+        lines += [f"Every arm's mean validation accuracy moved by at most {100 * CONVERGED_WITHIN:.1f} points over the "
+                  "last fifth of its epochs.", ""]
+    return lines + ["![learning curves](learning_curves.png)", ""]
+
+
+def reproduce(config: StudyConfig, arms: dict[str, dict[str, Any]], study_dir: Path, report_dir: Path) -> list[str]:
+    """Copy each arm's genotype and every search trial beside the report; give the command of every row."""
+    import shutil
+
+    from nni_bio.study.stages import Slot, retrain_arguments
+
+    genotypes = report_dir / "genotypes"
+    with (report_dir / "search_trials.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "kind", "id", "status", "val_acc", "sample"])
+        for arm, info in arms.items():
+            s = info["search"] or {}
+            for t in s.get("trials", []):
+                w.writerow([arm, "trial", t["id"], t["status"], t["val_acc"], json.dumps(t["sample"], sort_keys=True)])
+            for c in s.get("corners", []):
+                w.writerow([arm, "corner", f"corner:{c['arm']}", "SUCCEEDED" if c.get("val_acc") is not None else
+                            "FAILED", c.get("val_acc"), json.dumps(c["sample"], sort_keys=True)])
+    lines = ["## Reproducing a row", "", "Each arm's network is in `genotypes/<arm>.json` beside this report, every "
+             "search trial in `search_trials.csv`. A row of `accuracy.csv` is rebuilt by (from this folder):", ""]
+    for arm in arms:
+        source = study_dir / stages.SEARCH / arm / "genotype.json"
+        if not source.is_file():
+            continue
+        genotypes.mkdir(exist_ok=True)
+        shutil.copyfile(source, genotypes / f"{arm}.json")
+        args = retrain_arguments(config, arm, config.retrain.seeds[0], study_dir, Slot())
+        args[args.index("--genotype") + 1] = f"genotypes/{arm}.json"
+        args[args.index("--output") + 1] = f"runs/{arm}-s{config.retrain.seeds[0]}"
+        args = [a for a in args if a != "--resume"]
+        lines.append(f"- `{arm}`: `nni-bio {' '.join(args)}` (other seeds: `--seed`)")
+    return lines + [""]
+
+
+def landscape_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> list[str]:
+    """``landscape.csv``, ``landscape.png`` and the search-free answer (:mod:`nni_bio.study.landscape`)."""
+    from nni_bio.study.landscape import analyse, rules_of
+
+    networks_file = study_dir / stages.LANDSCAPE / "networks.json"
+    if not config.landscape.networks or not networks_file.is_file():
+        return []
+    space = stages.space_file(config, config.compare)
+    rows = []
+    for network in json.loads(networks_file.read_text()):
+        genotype = _read(stages.landscape_dir(study_dir, network["name"]) / "genotype.json") or {}
+        result = _read(stages.landscape_dir(study_dir, network["name"]) / "run" / "result.json") or {}
+        done = result.get("status") == "complete"
+        sample = network.get("sample") or genotype.get("sample")
+        rows.append({"name": network["name"], "kind": network["kind"], "one_rule": network.get("one_rule"),
+                     "sample": sample, "rules": rules_of(sample, space) if sample else [],
+                     "val_acc": result["final"].get("val_acc") if done else None,
+                     "test_acc": result["final"]["test_acc"] if done else None})
+    with (report_dir / "landscape.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["network", "kind", "one_rule", "distinct_rules", "rules", "final_val_acc", "final_test_acc",
+                    "sample"])
+        for r in rows:
+            w.writerow([r["name"], r["kind"], r["one_rule"] or "", len(r["rules"]), " ".join(r["rules"]), r["val_acc"],
+                        r["test_acc"], json.dumps(r["sample"], sort_keys=True)])
+    finished = [r for r in rows if r["val_acc"] is not None and r["sample"]]
+    if not finished:
+        return ["## Rule landscape", "", "No landscape network has finished training yet.", ""]
+    land = analyse(finished, space)
+    figures.landscape_figure(finished, report_dir / "landscape.png", f"{config.name}: rule landscape of "
+                             f"{config.compare}'s space")
+    seed = config.retrain.seeds[0]
+    lines = ["## Rule landscape (no search)", "",
+             f"{land.networks} networks of the `{config.compare}` arm's space ({len(rows) - len(finished)} unfinished), "
+             f"each trained with the retraining recipe and seed {seed}, compared on final-epoch **validation** "
+             "accuracy (test accuracy is in `landscape.csv`, never used here)."]
+    if land.best_one_rule:
+        share, low, high = land.fraction
+        lines += ["", f"- The best one-rule network (**{land.best_one_rule}**, {100 * land.best_one_rule_score:.2f} %) "
+                  f"ranks {land.rank} of {land.networks}.",
+                  f"- {land.mixed_better} of the {land.mixed} networks with two or more rules beat it: "
+                  + (f"{100 * share:.1f} % (Clopper-Pearson 95 % interval {100 * low:.1f}-{100 * high:.1f} %)."
+                     if land.mixed else "none were trained.")]
+    lines += ["", "| distinct rules | networks | mean validation accuracy | 95 % interval |", "|---|---|---|---|"]
+    for count, (n, mean, low, high) in land.by_rule_count.items():
+        interval = "-" if math.isnan(low) else f"{100 * low:.2f}-{100 * high:.2f} %"
+        lines.append(f"| {count} | {n} | {100 * mean:.2f} % | {interval} |")
+    rules = sorted({rule for per in land.per_slot.values() for rule in per})
+    lines += ["", "Per slot: mean validation accuracy (and networks) of the networks whose slot uses each rule.", "",
+              "| slot | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
+    for label, per in land.per_slot.items():
+        cells = [f"{100 * per[r][1]:.1f} % ({per[r][0]})" if r in per else "" for r in rules]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + ["", "![rule landscape](landscape.png)", ""]
 
 
 def search_budgets(config: StudyConfig, arms: dict[str, dict[str, Any]]) -> list[str]:
@@ -305,4 +447,4 @@ def _gpus() -> str:
         return ""
 
 
-__all__ = ["collect", "search_budgets", "verdict", "write_report"]
+__all__ = ["collect", "landscape_section", "search_budgets", "verdict", "write_report"]

@@ -60,6 +60,13 @@ def plan(config: StudyConfig, study_dir: Path, say: Callable[[str], None] = prin
                               stages.attack_dir(study_dir, arm, seed),
                               lambda arm=arm, seed=seed: stages.attack_done(study_dir, arm, seed),
                               lambda slot, arm=arm, seed=seed: stages.run_attack(config, arm, seed, study_dir, slot)))
+    if config.landscape.networks:
+        for network in stages.landscape_networks(config, study_dir):
+            deps = [f"search/{network['corner']}"] if "corner" in network else []
+            tasks.append(Task(f"landscape/{network['name']}", stages.LANDSCAPE, config.compare, None, deps,
+                              stages.landscape_dir(study_dir, network["name"]),
+                              lambda name=network["name"]: stages.landscape_done(study_dir, name),
+                              lambda slot, network=network: stages.run_landscape(config, network, study_dir, slot)))
     return tasks
 
 

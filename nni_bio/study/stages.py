@@ -33,7 +33,7 @@ from nni_bio.final_training import write_json
 if TYPE_CHECKING:
     from nni_bio.study.config import StudyConfig
 
-SEARCH, RETRAIN, ATTACK = "search", "retrain", "attack"
+SEARCH, RETRAIN, ATTACK, LANDSCAPE = "search", "retrain", "attack", "landscape"
 FAILED = "failed.json"
 _space_lock = threading.Lock()  # NNI builds a space inside one global (per-process) mutable context
 
@@ -373,8 +373,13 @@ def run_retrain(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot:
 
 def retrain_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> list[str]:
     """The ``nni-bio`` arguments of one retraining."""
-    out = retrain_dir(study_dir, arm, seed)
-    command = ["train", "--genotype", str(study_dir / SEARCH / arm / "genotype.json"),
+    return train_arguments(config, study_dir / SEARCH / arm / "genotype.json", retrain_dir(study_dir, arm, seed), seed,
+                           slot)
+
+
+def train_arguments(config: StudyConfig, genotype: Path, out: Path, seed: int, slot: Slot) -> list[str]:
+    """The ``nni-bio`` arguments that train ``genotype`` with the study's final recipe into ``out``."""
+    command = ["train", "--genotype", str(genotype),
                "--dataset", config.dataset, "--epochs", str(config.retrain.epochs), "--seed", str(seed),
                "--device", slot.device, "--output", str(out), "--no-progress", *cli_flags(config.retrain.args)]
     if config.data_dir:
@@ -405,7 +410,70 @@ def attack_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, 
                "--square-queries", str(a.square_queries), "--device", slot.device, "--output", str(out)]
 
 
-__all__ = ["ATTACK", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_arguments", "attack_dir", "attack_done",
+# ------------------------------------------------------------------------------------------- landscape
+
+def landscape_networks(config: StudyConfig, study_dir: Path) -> list[dict[str, Any]]:
+    """The landscape's networks (``name``, ``sample`` or ``corner``, ``kind``, ``one_rule``); chosen once and kept
+    in ``landscape/networks.json``, so every later run trains the same ones."""
+    from nni_bio.study.corners import corner_arms
+    from nni_bio.study.landscape import one_rule_networks, pick_networks, rules_of
+
+    path = study_dir / LANDSCAPE / "networks.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    arm = config.compare
+    space = space_file(config, arm)
+    networks = []
+    for i, picked in enumerate(pick_networks(space, config.landscape.networks, config.landscape.seed)):
+        rules = rules_of(picked["sample"], space)
+        networks.append({"name": f"n{i:03d}", **picked, "one_rule": rules[0] if len(rules) == 1 else None})
+    ones = one_rule_networks(space)
+    for rule, sample in ones.items():
+        if not any(n["sample"] == sample for n in networks):
+            networks.append({"name": f"one-{rule}", "sample": sample, "kind": "one-rule", "one_rule": rule})
+    if not ones:  # an op x rule space: its one-rule networks are the single-rule arms' found architectures
+        for other in corner_arms(config, arm):
+            networks.append({"name": f"corner-{other}", "corner": other, "kind": "corner",
+                             "one_rule": config.arms[other][0]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, networks)
+    return networks
+
+
+def landscape_dir(study_dir: Path, name: str) -> Path:
+    return study_dir / LANDSCAPE / name
+
+
+def landscape_done(study_dir: Path, name: str) -> bool:
+    path = landscape_dir(study_dir, name) / "run" / "result.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
+
+
+def run_landscape(config: StudyConfig, network: dict[str, Any], study_dir: Path, slot: Slot) -> None:
+    """Train one landscape network with the final recipe and the first retraining seed (resumed if interrupted)."""
+    from nni_bio.search_spaces import space_arguments, space_class
+    from nni_bio.study.corners import in_space
+
+    folder = landscape_dir(study_dir, network["name"])
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = network.get("sample")
+    if sample is None:  # a corner: the single-rule arm's network, in the compared arm's space
+        theirs = json.loads((study_dir / SEARCH / network["corner"] / "genotype.json").read_text())["sample"]
+        sample = in_space(theirs, space_file(config, config.compare))
+        if sample is None:
+            raise StageFailed(f"the {network['corner']} arm's network is not in the {config.compare} arm's space")
+    space_cls = space_class(config.space)
+    args = space_arguments(space_cls, config.arm_space_args(config.compare), config.dataset)
+    write_json(folder / "genotype.json", space_cls.export_genotype(sample, args))
+    out = folder / "run"
+    command = train_arguments(config, folder / "genotype.json", out, config.retrain.seeds[0], slot)
+    if (out / "checkpoint.pt").is_file():
+        command.append("--resume")
+    run_child([sys.executable, "-m", "nni_bio.cli", *command], folder / "train.log", slot)
+
+
+__all__ = ["ATTACK", "LANDSCAPE", "RETRAIN", "SEARCH", "landscape_dir", "landscape_done", "landscape_networks",
+           "run_landscape", "train_arguments", "Slot", "StageFailed", "attack_arguments", "attack_dir", "attack_done",
            "cli_flags", "retrain_arguments",
            "failure", "mark_failed", "retrain_dir", "retrain_done", "run_attack", "run_retrain", "run_search",
            "search_done", "space_size", "trial_command", "evaluate_corners"]
