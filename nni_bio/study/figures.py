@@ -220,6 +220,9 @@ def learning_curves_figure(curves: Mapping[str, Sequence[float]], path: Path, ti
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for arm, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, color=arm_colour(arm), label=arm)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("retraining epoch")
     ax.set_ylabel("validation accuracy (mean over seeds)")
     ax.set_title(title, fontsize=9)
