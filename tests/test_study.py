@@ -94,6 +94,8 @@ def test_malformed_study_files_fail_early_with_a_hint(change, message):
     ({"search": {"epochs": 0}}, "search.epochs must be an integer >= 1, got 0"),
     ({"search": {"max_trials": True}}, "search.max_trials must be an integer"),
     ({"search": {"max_duration": "6 hours"}}, "search.max_duration"),
+    ({"search": {"proxy_check": 3}}, "search.proxy_check needs a multi-trial search and at least 6 candidates"),
+    ({"landscape": {"networks": -1}}, "landscape.networks must be an integer >= 0"),
     ({"attack": {"num_images": -5}}, "attack.num_images must be an integer >= 1, got -5"),
     ({"attack": {"eps": "0,x"}}, "attack.eps: cannot read"),
     ({"attack": {"gradients": ["exact"]}}, "attack.gradients: unknown ['exact']"),
@@ -177,6 +179,39 @@ def test_the_landscape_reads_validation_and_counts_only_searched_rules():
     assert land.by_rule_count[1][:2] == (2, pytest.approx(0.6)) and land.per_slot["a"]["usf"][:2] == (2, pytest.approx(0.65))
     low, high = clopper_pearson(0, 20)
     assert low == 0.0 and high == pytest.approx(0.1684, abs=1e-4)  # the exact interval's known value
+
+
+def test_rank_agreement_intervals():
+    from nni_bio.study.statistics import rank_agreement
+
+    perfect = rank_agreement(range(10), range(10))
+    assert perfect.tau == pytest.approx(1) and perfect.rho == pytest.approx(1) and 0.8 < perfect.rho_low < 1
+    noise = rank_agreement([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4])
+    assert noise.rho_low < 0 < noise.rho_high and noise.tau_low < 0 < noise.tau_high
+    assert math.isnan(rank_agreement([1, 2, 3, 4], [1, 2, 3, 4]).tau_low)  # too few for tau's interval
+
+
+def test_the_proxy_check_reads_the_search_and_the_final_recipe_on_validation(tmp_path):
+    from nni_bio.study import stages
+    from nni_bio.study.report import proxy_section
+
+    config = parse_study(raw(search={"strategy": "random", "proxy_check": 6}))
+    search = {"trials": [{"id": f"t{i}", "status": "SUCCEEDED", "val_acc": 0.1 * i, "sample": {"fc": f"r{i}"}}
+                         for i in range(7)] + [{"id": "dup", "status": "SUCCEEDED", "val_acc": 0.05,
+                                                "sample": {"fc": "r6"}}],
+              "corners": [{"arm": "usf", "val_acc": 0.35, "sample": {"fc": "usf"}}]}
+    (tmp_path / "search" / "mixed").mkdir(parents=True)
+    (tmp_path / "search" / "mixed" / "search.json").write_text(json.dumps(search))
+    chosen = stages.proxy_candidates(config, tmp_path)
+    assert [c["id"] for c in chosen] == ["t6", "t5", "t4", "corner:usf", "t3", "t2"]  # distinct, best first
+    for index, candidate in enumerate(chosen):  # the final recipe reverses the order: the proxy misleads
+        run = stages.proxy_dir(tmp_path, index) / "run"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"status": "complete", "final": {
+            "val_acc": 1 - candidate["search_val_acc"], "test_acc": 0.0}}))
+    text = "\n".join(proxy_section(config, tmp_path, tmp_path))
+    assert "Kendall tau -1.00" in text and "cannot be trusted" in text and (tmp_path / "proxy.png").is_file()
+    assert len((tmp_path / "proxy.csv").read_text().splitlines()) == 7
 
 
 def test_statistics():
@@ -350,6 +385,7 @@ def cut_down_digits(tmp_path: Path) -> Path:
     config["retrain"]["args"].update(train_limit=200)
     config["attack"].update(num_images=40, eps="0,0.1", pgd_steps=2, square_queries=5)
     config["landscape"] = {"networks": 2, "seed": 0}  # 2 random networks of mixed's space + its corner (usf's)
+    config["search"]["proxy_check"] = 6  # mixed has 2 candidates (1 trial, 1 corner): 2 retrained, 4 "no candidate"
     path = tmp_path / "digits-cut.yml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -396,6 +432,7 @@ def test_cut_down_digits_study_survives_kill_9_and_resumes(tmp_path):
     landscape = (report / "landscape.csv").read_text().splitlines()
     assert len(landscape) == 1 + 3 and landscape[-1].startswith("corner-usf,corner,usf,")
     assert "## Rule landscape (no search)" in text and "The best one-rule network (**usf**" in text
+    assert len((report / "proxy.csv").read_text().splitlines()) == 1 + 2 and "Only 2 of the 2 candidates" in text
     robustness = (report / "robustness.csv").read_text()
     assert ",pgd,rule," in robustness and ",pgd,bp," in robustness and ",square,none," in robustness
     # the multi-rule arm's search reached its corner (the usf arm's network, in its own space) inside its budget

@@ -57,6 +57,7 @@ class SearchSettings:
     hparams: dict[str, Any] = field(default_factory=dict)  # one-shot strategy hyperparameters
     max_duration: str = "6h"
     listen: str | None = None  # also open each arm's NNI manager on these addresses (default: 127.0.0.1 only)
+    proxy_check: int = 0  # retrain the compared arm's top N search candidates with the final recipe (0: off)
 
     @property
     def one_shot(self) -> bool:
@@ -120,8 +121,9 @@ class StudyConfig:
     def fingerprint(self) -> str:
         """A hash of everything that decides the study's results (where NNI's manager listens does not)."""
         data = self.as_dict()
-        if data["search"].get("listen") is None:
-            data["search"].pop("listen", None)  # folders made before these fields existed keep their fingerprint
+        for key, default in (("listen", None), ("proxy_check", 0)):
+            if data["search"].get(key) == default:
+                data["search"].pop(key, None)  # folders made before these fields existed keep their fingerprint
         if data.get("seed") == 0:
             data.pop("seed")
         if data["landscape"]["networks"] == 0:
@@ -238,7 +240,10 @@ def field_problems(config: StudyConfig) -> list[str]:
     if s.strategy not in strategies:
         problems.append(f"search.strategy {s.strategy!r} is not one of {', '.join(strategies)}")
     problems += [_count(s.max_trials, "search.max_trials"), _count(s.epochs, "search.epochs"),
-                 _count(s.concurrency, "search.concurrency")]
+                 _count(s.concurrency, "search.concurrency"), _count(s.proxy_check, "search.proxy_check", 0)]
+    if isinstance(s.proxy_check, int) and s.proxy_check and (s.one_shot or s.proxy_check < 6):
+        problems.append("search.proxy_check needs a multi-trial search and at least 6 candidates (a rank correlation "
+                        f"of fewer says nothing), got {s.proxy_check!r} with {s.strategy!r}")
     for key in ("train", "tuner_args", "hparams"):
         if not isinstance(getattr(s, key), dict):
             problems.append(f"search.{key} must be a mapping, got {getattr(s, key)!r}")

@@ -6,7 +6,8 @@
   rule (sequential spaces), or its cells drawn as graphs with each edge's op and rule (DARTS, NB201);
 - ``weights_per_rule.png``: trainable weights per rule in each arm's retrained network;
 - ``learning_curves.png``: validation accuracy per retraining epoch, mean over seeds, one line per arm;
-- ``landscape.png``: validation accuracy of every landscape network against its number of distinct rules.
+- ``landscape.png``: validation accuracy of every landscape network against its number of distinct rules;
+- ``proxy.png``: the search's score of each checked candidate against its score after the final recipe.
 """
 
 from __future__ import annotations
@@ -251,6 +252,28 @@ def landscape_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) 
     ax.set_xticks(sorted({len(r["rules"]) for r in rows}))
     ax.set_xlabel("distinct learning rules in the network")
     ax.set_ylabel("final validation accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def proxy_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
+    """``rows``: ``{"id", "search_val_acc", "final_val_acc"}``; corners (one-rule networks) named."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for r in rows:
+        corner = str(r["id"]).startswith("corner:")
+        ax.scatter(r["search_val_acc"], r["final_val_acc"], s=30 if corner else 16, edgecolor="black",
+                   color=colour(str(r["id"]).split(":", 1)[1]) if corner else "#7f7f7f", zorder=3)
+        if corner:
+            ax.annotate(str(r["id"]).split(":", 1)[1], (r["search_val_acc"], r["final_val_acc"]), fontsize=7,
+                        xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("search score (validation accuracy, search fidelity)")
+    ax.set_ylabel("validation accuracy, final recipe")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

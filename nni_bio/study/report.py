@@ -213,6 +213,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
     lines += convergence(config, arms, report_dir)
     lines += search_budgets(config, arms)
     lines += reproduce(config, arms, study_dir, report_dir)
+    lines += proxy_section(config, study_dir, report_dir)
     lines += landscape_section(config, study_dir, report_dir)
     broken = {arm: info["failures"] for arm, info in arms.items() if info["failures"]}
     if broken:
@@ -333,6 +334,46 @@ def reproduce(config: StudyConfig, arms: dict[str, dict[str, Any]], study_dir: P
     return lines + [""]
 
 
+def proxy_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> list[str]:
+    """``proxy.csv``, ``proxy.png`` and whether the search's score ranks networks as the final recipe does."""
+    from nni_bio.study.statistics import rank_agreement
+
+    candidates_file = study_dir / stages.PROXY / "candidates.json"
+    if not config.search.proxy_check or not candidates_file.is_file():
+        return []
+    rows = []
+    for index, candidate in enumerate(json.loads(candidates_file.read_text())):
+        result = _read(stages.proxy_dir(study_dir, index) / "run" / "result.json") or {}
+        done = result.get("status") == "complete"
+        rows.append({**candidate, "final_val_acc": result["final"].get("val_acc") if done else None,
+                     "final_test_acc": result["final"]["test_acc"] if done else None})
+    with (report_dir / "proxy.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["candidate", "search_val_acc", "final_val_acc", "final_test_acc", "sample"])
+        for r in rows:
+            w.writerow([r["id"], r["search_val_acc"], r["final_val_acc"], r["final_test_acc"],
+                        json.dumps(r["sample"], sort_keys=True)])
+    finished = [r for r in rows if r["final_val_acc"] is not None]
+    lines = ["## The search's proxy, checked", ""]
+    if len(finished) < 4:
+        return lines + [f"Only {len(finished)} of the {len(rows)} candidates retrained: too few to say.", ""]
+    agree = rank_agreement([r["search_val_acc"] for r in finished], [r["final_val_acc"] for r in finished])
+    figures.proxy_figure(finished, report_dir / "proxy.png", f"{config.name}: search score vs final recipe "
+                         f"({config.compare})")
+    images = config.search.train.get("train_limit") or "all"
+    trusted = agree.rho_low > 0 and agree.tau_low > 0
+    lines += [f"The `{config.compare}` arm's {len(finished)} best distinct search candidates (NNI trials and corners), "
+              f"scored by the search ({config.search.epochs} epoch(s) on {images} training images) and retrained with "
+              f"the final recipe (seed {config.retrain.seeds[0]}); both on validation accuracy.", "",
+              f"- Kendall tau {agree.tau:+.2f} (95 % interval {agree.tau_low:+.2f} to {agree.tau_high:+.2f}), Spearman "
+              f"rho {agree.rho:+.2f} ({agree.rho_low:+.2f} to {agree.rho_high:+.2f}).",
+              "- " + ("**The proxy can be trusted to rank these networks**: both intervals lie above zero." if trusted
+                      else "**The proxy cannot be trusted to rank these networks**: an interval reaches zero or below, "
+                      "so the search's choice says little about which network is best after full training."),
+              "", "![proxy check](proxy.png)", ""]
+    return lines
+
+
 def landscape_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> list[str]:
     """``landscape.csv``, ``landscape.png`` and the search-free answer (:mod:`nni_bio.study.landscape`)."""
     from nni_bio.study.landscape import analyse, rules_of
@@ -447,4 +488,4 @@ def _gpus() -> str:
         return ""
 
 
-__all__ = ["collect", "landscape_section", "search_budgets", "verdict", "write_report"]
+__all__ = ["collect", "landscape_section", "proxy_section", "search_budgets", "verdict", "write_report"]

@@ -60,6 +60,10 @@ def plan(config: StudyConfig, study_dir: Path, say: Callable[[str], None] = prin
                               stages.attack_dir(study_dir, arm, seed),
                               lambda arm=arm, seed=seed: stages.attack_done(study_dir, arm, seed),
                               lambda slot, arm=arm, seed=seed: stages.run_attack(config, arm, seed, study_dir, slot)))
+    for index in range(config.search.proxy_check):  # the search's measure against the final recipe's
+        tasks.append(Task(f"proxy/p{index}", stages.PROXY, config.compare, None, [f"search/{config.compare}"],
+                          stages.proxy_dir(study_dir, index), lambda index=index: stages.proxy_done(study_dir, index),
+                          lambda slot, index=index: stages.run_proxy(config, index, study_dir, slot)))
     if config.landscape.networks:
         for network in stages.landscape_networks(config, study_dir):
             deps = [f"search/{network['corner']}"] if "corner" in network else []

@@ -33,7 +33,7 @@ from nni_bio.final_training import write_json
 if TYPE_CHECKING:
     from nni_bio.study.config import StudyConfig
 
-SEARCH, RETRAIN, ATTACK, LANDSCAPE = "search", "retrain", "attack", "landscape"
+SEARCH, RETRAIN, ATTACK, LANDSCAPE, PROXY = "search", "retrain", "attack", "landscape", "proxy"
 FAILED = "failed.json"
 _space_lock = threading.Lock()  # NNI builds a space inside one global (per-process) mutable context
 
@@ -472,7 +472,63 @@ def run_landscape(config: StudyConfig, network: dict[str, Any], study_dir: Path,
     run_child([sys.executable, "-m", "nni_bio.cli", *command], folder / "train.log", slot)
 
 
-__all__ = ["ATTACK", "LANDSCAPE", "RETRAIN", "SEARCH", "landscape_dir", "landscape_done", "landscape_networks",
+# ------------------------------------------------------------------------------------------- proxy check
+
+def proxy_candidates(config: StudyConfig, study_dir: Path) -> list[dict[str, Any]]:
+    """The compared arm's best ``search.proxy_check`` distinct networks by search score (NNI trials and corners,
+    so the one-rule networks are among them when they score so); chosen once, in ``proxy/candidates.json``."""
+    path = study_dir / PROXY / "candidates.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    search = json.loads((study_dir / SEARCH / config.compare / "search.json").read_text())
+    scored = [{"id": t["id"], "sample": t["sample"], "search_val_acc": t["val_acc"]} for t in search.get("trials", [])
+              if t["status"] == "SUCCEEDED" and t["val_acc"] is not None]
+    scored += [{"id": f"corner:{c['arm']}", "sample": c["sample"], "search_val_acc": c["val_acc"]}
+               for c in search.get("corners", []) if c.get("val_acc") is not None]
+    best: dict[str, dict[str, Any]] = {}
+    for row in scored:  # a network the tuner proposed twice counts once, with its best score
+        key = json.dumps(row["sample"], sort_keys=True)
+        if key not in best or row["search_val_acc"] > best[key]["search_val_acc"]:
+            best[key] = row
+    chosen = sorted(best.values(), key=lambda r: -r["search_val_acc"])[:config.search.proxy_check]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, chosen)
+    return chosen
+
+
+def proxy_dir(study_dir: Path, index: int) -> Path:
+    return study_dir / PROXY / f"p{index}"
+
+
+def proxy_done(study_dir: Path, index: int) -> bool:
+    folder = proxy_dir(study_dir, index)
+    result = folder / "run" / "result.json"
+    return (folder / "no-candidate.json").is_file() or (
+        result.is_file() and json.loads(result.read_text()).get("status") == "complete")
+
+
+def run_proxy(config: StudyConfig, index: int, study_dir: Path, slot: Slot) -> None:
+    """Retrain the ``index``-th best search candidate with the final recipe and the first retraining seed."""
+    from nni_bio.search_spaces import space_arguments, space_class
+
+    folder = proxy_dir(study_dir, index)
+    folder.mkdir(parents=True, exist_ok=True)
+    candidates = proxy_candidates(config, study_dir)
+    if index >= len(candidates):  # the search kept fewer distinct networks than asked for
+        write_json(folder / "no-candidate.json", {"candidates": len(candidates)})
+        return
+    space_cls = space_class(config.space)
+    args = space_arguments(space_cls, config.arm_space_args(config.compare), config.dataset)
+    write_json(folder / "genotype.json", space_cls.export_genotype(candidates[index]["sample"], args))
+    out = folder / "run"
+    command = train_arguments(config, folder / "genotype.json", out, config.retrain.seeds[0], slot)
+    if (out / "checkpoint.pt").is_file():
+        command.append("--resume")
+    run_child([sys.executable, "-m", "nni_bio.cli", *command], folder / "train.log", slot)
+
+
+__all__ = ["ATTACK", "LANDSCAPE", "PROXY", "RETRAIN", "SEARCH", "proxy_candidates", "proxy_dir", "proxy_done",
+           "run_proxy", "landscape_dir", "landscape_done", "landscape_networks",
            "run_landscape", "train_arguments", "Slot", "StageFailed", "attack_arguments", "attack_dir", "attack_done",
            "cli_flags", "retrain_arguments",
            "failure", "mark_failed", "retrain_dir", "retrain_done", "run_attack", "run_retrain", "run_search",
