@@ -226,13 +226,8 @@ def learning_curves_figure(curves: Mapping[str, Sequence[float]], path: Path, ti
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("retraining epoch")
     ax.set_ylabel("validation accuracy (mean over seeds)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title)
 
 
 def landscape_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
@@ -252,12 +247,7 @@ def landscape_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) 
     ax.set_xticks(sorted({len(r["rules"]) for r in rows}))
     ax.set_xlabel("distinct learning rules in the network")
     ax.set_ylabel("final validation accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title)
 
 
 def proxy_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
@@ -274,6 +264,11 @@ def proxy_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> P
                         xytext=(4, 2), textcoords="offset points")
     ax.set_xlabel("search score (validation accuracy, search fidelity)")
     ax.set_ylabel("validation accuracy, final recipe")
+    return _save(plt, fig, ax, path, title)
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> Path:
+    """Title, grid, tight layout, PNG at 120 dpi; the figure is closed."""
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
