@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="where user data sets live (default: $NNI_BIO_DATA)")
     p.add_argument("--sample", default=None, help="JSON architecture sample; default: ask NNI for the next one")
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--no-augment", action="store_true", help="no standard augmentation (crop/flip) of the training "
+                   "images, as nni-bio train --no-augment")
+    p.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels; 0 = off (nni-bio train --cutout)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, default=0.05)
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say = lambda line: print(line, flush=True)  # noqa: E731
     return train_architecture(args.space, json.loads(args.space_args), next_sample(args.sample),
                               dataset=args.dataset, config=config, data_dir=args.data_dir,
-                              train_limit=args.train_limit, output=args.output, say=say)
+                              train_limit=args.train_limit, output=args.output, say=say,
+                              augment=not args.no_augment, cutout=args.cutout)
 
 
 def main(argv: list[str] | None = None) -> int:

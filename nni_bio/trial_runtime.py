@@ -104,13 +104,15 @@ def network_at_search_size(space_cls: type, genotype: Mapping[str, Any]) -> Any:
     return space_cls.build_network(genotype, **size)
 
 
-def load_splits(dataset: str, data_dir: str | None, seed: int, train_limit: int = 0) -> tuple[Any, Any]:
-    """The ``train`` split (its first ``train_limit`` images when > 0) and the ``val`` split of ``dataset``."""
+def load_splits(dataset: str, data_dir: str | None, seed: int, train_limit: int = 0, *, augment: bool = True,
+                cutout: int = 0) -> tuple[Any, Any]:
+    """The ``train`` split (its first ``train_limit`` images when > 0; standard augmentation and Cutout as asked)
+    and the ``val`` split of ``dataset``."""
     from torch.utils.data import Subset
 
     from nni_bio.data import get_dataset
 
-    train_set = get_dataset(dataset, "train", data_dir, seed=seed)
+    train_set = get_dataset(dataset, "train", data_dir, seed=seed, augment=augment, cutout=cutout)
     if train_limit:
         train_set = Subset(train_set, range(min(train_limit, len(train_set))))
     return train_set, get_dataset(dataset, "val", data_dir, seed=seed)
@@ -119,7 +121,8 @@ def load_splits(dataset: str, data_dir: str | None, seed: int, train_limit: int 
 def train_architecture(space: str, space_args: Mapping[str, Any], sample: Mapping[str, Any], *,
                        dataset: str = "digits", config: Any = None, data_dir: str | None = None,
                        train_limit: int = 0, output: str | os.PathLike | None = None,
-                       say: Callable[[str], None] | None = print) -> dict[str, Any]:
+                       say: Callable[[str], None] | None = print, augment: bool = True,
+                       cutout: int = 0) -> dict[str, Any]:
     """Train the architecture ``sample`` of ``space`` as a multi-trial trial does, and report it.
 
     The network is ``space.build_network(genotype)`` at search size with its layers' rules, trained
@@ -147,7 +150,7 @@ def train_architecture(space: str, space_args: Mapping[str, Any], sample: Mappin
     say(f"architecture: {json.dumps(dict(sample), sort_keys=True)}")
     say(f"outputs (genotype.json, result.json, tensorboard/): {folder.resolve()}")
     say(f"layer rules: {json.dumps(rules if len(rules) <= 12 else dict(Counter(rules.values())))}")
-    train_set, val_set = load_splits(dataset, data_dir, config.seed, train_limit)
+    train_set, val_set = load_splits(dataset, data_dir, config.seed, train_limit, augment=augment, cutout=cutout)
 
     with TrialReporter(folder, tags={"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss",
                                      "val_acc": "val/acc"}) as reporter:

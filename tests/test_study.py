@@ -38,6 +38,16 @@ def test_shipped_study_files_are_valid():
         assert len(config.retrain.seeds) >= 3
 
 
+def test_search_trials_train_with_the_retraining_s_augmentation():
+    from nni_bio.study.stages import Slot, trial_command
+
+    config = parse_study(raw(retrain={"args": {"no_augment": True, "cutout": 2}}))
+    module, args = trial_command(config, "mixed", Slot(), Path("search"))
+    assert module == "nni_bio.trial" and "--no-augment" in args and args[args.index("--cutout") + 1] == "2"
+    _, args = trial_command(parse_study(raw()), "mixed", Slot(), Path("search"))
+    assert "--no-augment" not in args and "--cutout" not in args
+
+
 def test_shipped_study_files_make_valid_train_and_attack_commands(tmp_path):
     """Every retraining and attack option of a shipped study is a real flag of nni-bio train / attack."""
     from nni_bio.cli import build_parser
@@ -96,6 +106,8 @@ def test_malformed_study_files_fail_early_with_a_hint(change, message):
     ({"search": {"max_duration": "6 hours"}}, "search.max_duration"),
     ({"search": {"proxy_check": 3}}, "search.proxy_check needs a multi-trial search and at least 6 candidates"),
     ({"landscape": {"networks": -1}}, "landscape.networks must be an integer >= 0"),
+    ({"search": {"train": {"no_augment": False}}, "retrain": {"args": {"no_augment": True}}},
+     "search.train.no_augment (False) differs from retrain.args.no_augment (True)"),
     ({"attack": {"num_images": -5}}, "attack.num_images must be an integer >= 1, got -5"),
     ({"attack": {"eps": "0,x"}}, "attack.eps: cannot read"),
     ({"attack": {"gradients": ["exact"]}}, "attack.gradients: unknown ['exact']"),

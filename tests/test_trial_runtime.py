@@ -61,3 +61,18 @@ def test_package_docstring_examples_run(module):
     import importlib
 
     assert doctest.testmod(importlib.import_module(module), raise_on_error=False).failed == 0
+
+
+def test_a_trial_trains_with_or_without_augmentation_as_asked():
+    """nni-bio study's search trials use the retraining's augmentation (python -m nni_bio.trial --no-augment)."""
+    import torch
+
+    from nni_bio.trial import parse_args
+
+    plain, _ = runtime.load_splits("digits", None, 0, 8, augment=False, cutout=2)
+    assert all(torch.equal(plain[i][0], plain[i][0]) for i in range(8))  # deterministic: nothing random applied
+    augmented, _ = runtime.load_splits("digits", None, 0, 8, augment=True, cutout=2)  # digits: Cutout is its only one
+    torch.manual_seed(0)
+    assert any(not torch.equal(augmented[i][0], augmented[i][0]) for i in range(8) for _ in range(5))
+    args = parse_args(["--space", "tiny", "--no-augment", "--cutout", "2"])
+    assert args.no_augment and args.cutout == 2

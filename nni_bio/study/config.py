@@ -262,6 +262,12 @@ def field_problems(config: StudyConfig) -> list[str]:
     problems.append(_count(r.epochs, "retrain.epochs"))
     if not isinstance(r.args, dict):
         problems.append(f"retrain.args must be a mapping of `nni-bio train` options, got {r.args!r}")
+    elif isinstance(s.train, dict):
+        for key, default in (("no_augment", False), ("cutout", 0)):
+            if key in s.train and s.train[key] != r.args.get(key, default):
+                problems.append(f"search.train.{key} ({s.train[key]!r}) differs from retrain.args.{key} "
+                                f"({r.args.get(key, default)!r}): search trials and retraining use one augmentation; "
+                                f"set it once, in retrain.args")
     problems += [_count(a.num_images, "attack.num_images"), _count(a.pgd_steps, "attack.pgd_steps"),
                  _count(a.square_queries, "attack.square_queries"), _names(a.attacks, "attack.attacks", ATTACKS),
                  _names(a.gradients, "attack.gradients", ("rule", "bp"))]

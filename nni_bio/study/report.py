@@ -433,9 +433,13 @@ def landscape_section(config: StudyConfig, study_dir: Path, report_dir: Path) ->
 def search_budgets(config: StudyConfig, arms: dict[str, dict[str, Any]]) -> list[str]:
     """Markdown: what each arm's search ran (trials, corners, epochs, images, minutes) and what it kept."""
     images = config.search.train.get("train_limit") or "all"
+    shared = stages.shared_augmentation(config)
+    augmentation = ("standard augmentation (one-shot supernets always)" if config.search.one_shot else
+                    ("no augmentation" if shared.get("no_augment") else "standard augmentation")
+                    + (f" and Cutout {shared['cutout']}" if shared.get("cutout") else "") + ", as in retraining")
     lines = ["## What each search saw", "", f"Every trial trained {config.search.epochs} epoch(s) on {images} training "
-             "images and was scored on the validation split; the arm keeps its best-scoring network (NNI trial or "
-             "corner).", "", "| arm | NNI trials (succeeded/run) | corners: validation accuracy | trial epochs | "
+             f"images with {augmentation}, and was scored on the validation split; the arm keeps its best-scoring "
+             "network (NNI trial or corner).", "", "| arm | NNI trials (succeeded/run) | corners: validation accuracy | trial epochs | "
              "minutes | kept |", "|---|---|---|---|---|---|"]
     for arm, info in arms.items():
         s = info["search"] or {}

@@ -146,6 +146,12 @@ def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
             "classArgs": {"optimize_mode": "maximize", **seeded}}, "choice"
 
 
+def shared_augmentation(config: StudyConfig) -> dict[str, Any]:
+    """The retraining's augmentation (``no_augment``, ``cutout``), which multi-trial search trials use too, so the
+    search scores networks on the images the final recipe trains on."""
+    return {key: config.retrain.args[key] for key in ("no_augment", "cutout") if key in config.retrain.args}
+
+
 def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path) -> tuple[str, list[str]]:
     """The module (``python -m``) and arguments of the arm's search: NNI's trial (multi-trial) or the one-shot run."""
     common = ["--space", config.space, "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True),
@@ -153,7 +159,7 @@ def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path) -> tu
     if config.data_dir:
         common += ["--data-dir", config.data_dir]
     if not config.search.one_shot:
-        return "nni_bio.trial", [*common, *cli_flags(config.search.train)]
+        return "nni_bio.trial", [*common, *cli_flags({**shared_augmentation(config), **config.search.train})]
     hparams = {**config.search.train, **config.search.hparams}
     return "nni_bio.strategies.oneshot.trial", [
         "--strategy", config.search.strategy, *common, "--threads", str(slot.threads), "--hparams", json.dumps(hparams),
