@@ -19,9 +19,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -340,13 +340,12 @@ def create_on_free_port(config_path: str | os.PathLike, config: dict[str, Any], 
     from nni_bio.preflight import pick_port
 
     with port_lock() as lock:
-        for attempt in range(attempts):
+        for _ in range(attempts):
             port = pick_port(config, start)
             try:
                 # nnictl inherits the lock: were this process killed now, the lock stays held until nnictl
                 # has registered the experiment it is starting, so whoever runs next finds it (experiments_in)
-                done = create(config_path, port, listen, keep_open=lock) if listen else \
-                    create(config_path, port, keep_open=lock)
+                done = create(config_path, port, listen, keep_open=lock)
             except PortTakenError:
                 start = port + 1
                 continue

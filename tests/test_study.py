@@ -366,7 +366,7 @@ def test_wall_time_adds_up_across_a_kill_and_a_rerun(tmp_path):
     assert second >= 0.3 and wall_seconds(tmp_path) == pytest.approx(killed[0]["end"] - killed[0]["start"] + second)
 
 
-def test_two_studies_started_at_once_take_different_ports(tmp_path, monkeypatch):
+def test_a_port_taken_between_choosing_and_binding_it_is_retried(tmp_path, monkeypatch):
     """Both pick a port under one machine-wide lock, and a port taken meanwhile is retried."""
     from nni_bio import experiment as ex
     from nni_bio import preflight

@@ -252,7 +252,8 @@ def field_problems(config: StudyConfig) -> list[str]:
     if not isinstance(s.max_duration, str) or not re.fullmatch(r"\d+(\.\d+)?[smhd]", s.max_duration):
         problems.append(f"search.max_duration must be a duration like '90m', '6h' or '2d', got {s.max_duration!r}")
     if not isinstance(r.seeds, list) or not r.seeds:
-        problems.append(f"retrain.seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]; got {r.seeds!r}")
+        problems.append(f"retrain.seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]; "
+                        f"got {r.seeds!r}")
     else:
         bad = [seed for seed in r.seeds if _count(seed, "", 0)]
         if bad:

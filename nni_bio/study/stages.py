@@ -457,7 +457,6 @@ def landscape_done(study_dir: Path, name: str) -> bool:
 
 def run_landscape(config: StudyConfig, network: dict[str, Any], study_dir: Path, slot: Slot) -> None:
     """Train one landscape network with the final recipe and the first retraining seed (resumed if interrupted)."""
-    from nni_bio.search_spaces import space_arguments, space_class
     from nni_bio.study.corners import in_space
 
     folder = landscape_dir(study_dir, network["name"])
@@ -468,6 +467,14 @@ def run_landscape(config: StudyConfig, network: dict[str, Any], study_dir: Path,
         sample = in_space(theirs, space_file(config, config.compare))
         if sample is None:
             raise StageFailed(f"the {network['corner']} arm's network is not in the {config.compare} arm's space")
+    train_sample(config, sample, folder, slot)
+
+
+def train_sample(config: StudyConfig, sample: dict[str, Any], folder: Path, slot: Slot) -> None:
+    """Train ``sample`` of the compared arm's space with the final recipe and the first retraining seed into
+    ``folder/run`` (its genotype in ``folder/genotype.json``; resumed when a checkpoint is there)."""
+    from nni_bio.search_spaces import space_arguments, space_class
+
     space_cls = space_class(config.space)
     args = space_arguments(space_cls, config.arm_space_args(config.compare), config.dataset)
     write_json(folder / "genotype.json", space_cls.export_genotype(sample, args))
@@ -515,27 +522,17 @@ def proxy_done(study_dir: Path, index: int) -> bool:
 
 def run_proxy(config: StudyConfig, index: int, study_dir: Path, slot: Slot) -> None:
     """Retrain the ``index``-th best search candidate with the final recipe and the first retraining seed."""
-    from nni_bio.search_spaces import space_arguments, space_class
-
     folder = proxy_dir(study_dir, index)
     folder.mkdir(parents=True, exist_ok=True)
     candidates = proxy_candidates(config, study_dir)
     if index >= len(candidates):  # the search kept fewer distinct networks than asked for
         write_json(folder / "no-candidate.json", {"candidates": len(candidates)})
         return
-    space_cls = space_class(config.space)
-    args = space_arguments(space_cls, config.arm_space_args(config.compare), config.dataset)
-    write_json(folder / "genotype.json", space_cls.export_genotype(candidates[index]["sample"], args))
-    out = folder / "run"
-    command = train_arguments(config, folder / "genotype.json", out, config.retrain.seeds[0], slot)
-    if (out / "checkpoint.pt").is_file():
-        command.append("--resume")
-    run_child([sys.executable, "-m", "nni_bio.cli", *command], folder / "train.log", slot)
+    train_sample(config, candidates[index]["sample"], folder, slot)
 
 
-__all__ = ["ATTACK", "LANDSCAPE", "PROXY", "RETRAIN", "SEARCH", "proxy_candidates", "proxy_dir", "proxy_done",
-           "run_proxy", "landscape_dir", "landscape_done", "landscape_networks",
-           "run_landscape", "train_arguments", "Slot", "StageFailed", "attack_arguments", "attack_dir", "attack_done",
-           "cli_flags", "retrain_arguments",
-           "failure", "mark_failed", "retrain_dir", "retrain_done", "run_attack", "run_retrain", "run_search",
-           "search_done", "space_size", "trial_command", "evaluate_corners"]
+__all__ = ["ATTACK", "LANDSCAPE", "PROXY", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_arguments",
+           "attack_dir", "attack_done", "cli_flags", "evaluate_corners", "failure", "landscape_dir", "landscape_done",
+           "landscape_networks", "mark_failed", "proxy_candidates", "proxy_dir", "proxy_done", "retrain_arguments",
+           "retrain_dir", "retrain_done", "run_attack", "run_landscape", "run_proxy", "run_retrain", "run_search",
+           "search_done", "space_size", "train_arguments", "train_sample", "trial_command"]
