@@ -10,6 +10,10 @@ Outside NNI, pass the architecture yourself::
 
     python -m nni_bio.trial --space tiny --dataset digits --sample '{"conv1": "conv_3x3@fa", "conv2": "conv_3x3@usf", "fc": "frsf"}'
 
+Under a multi-fidelity tuner (:class:`~nni_bio.strategies.halving.SuccessiveHalvingTuner`, NNI's Hyperband or
+BOHB) the parameters carry ``TRIAL_BUDGET``: the trial trains that many epochs instead of ``--epochs``, and the
+key is not taken for an architecture slot.
+
 The final result also carries the genotype (a JSON string under ``"genotype"``), so it reaches the
 NNI manager when the trial ran on a remote worker, whose output folder stays there.
 
@@ -29,7 +33,7 @@ import torch
 from nni_bio.errors import NniBioError
 from nni_bio.trial_runtime import EXIT_DIVERGED, run_as_trial, train_architecture
 
-__all__ = ["EXIT_DIVERGED", "main", "next_sample", "parse_args", "run"]
+__all__ = ["EXIT_DIVERGED", "budget_epochs", "main", "next_sample", "parse_args", "run"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,13 +75,28 @@ def next_sample(given: str | None) -> dict[str, Any]:
     return {label: unwrap_choice(value) for label, value in sample.items()}
 
 
+def budget_epochs(sample: dict[str, Any], default: int) -> int:
+    """Remove a multi-fidelity tuner's ``TRIAL_BUDGET`` from ``sample`` (it is not an architecture slot) and return
+    it as the epochs to train; ``default`` (``--epochs``) without one."""
+    from nni_bio.strategies.halving import BUDGET_KEY
+
+    if BUDGET_KEY not in sample:
+        return default
+    budget = sample.pop(BUDGET_KEY)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 1 or budget != int(budget):
+        raise NniBioError(f"{BUDGET_KEY} must be a whole number of epochs >= 1, got {budget!r}")
+    return int(budget)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from nni_bio.training import TrainConfig
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device)
     say = lambda line: print(line, flush=True)  # noqa: E731
-    return train_architecture(args.space, json.loads(args.space_args), next_sample(args.sample),
+    sample = next_sample(args.sample)
+    config.epochs = budget_epochs(sample, args.epochs)
+    return train_architecture(args.space, json.loads(args.space_args), sample,
                               dataset=args.dataset, config=config, data_dir=args.data_dir,
                               train_limit=args.train_limit, output=args.output, say=say,
                               augment=not args.no_augment, cutout=args.cutout)

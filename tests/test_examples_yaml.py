@@ -108,3 +108,14 @@ def test_custom_tuners_are_importable_and_accept_their_arguments(path):
 def test_search_space_files_are_all_used():
     used = {load_config(p).get("searchSpaceFile") for p in CONFIGS}
     assert {p.name for p in EXAMPLES.glob("*.json")} <= used
+
+
+def test_the_halving_example_runs_its_whole_schedule():
+    """maxTrialNumber is what the successive-halving schedule needs: fewer would stop before the top rung."""
+    from nni_bio.strategies.halving import SuccessiveHalvingTuner
+
+    config = yaml.safe_load((EXAMPLES / "digits-halving.yml").read_text())
+    tuner = SuccessiveHalvingTuner(**config["tuner"]["classArgs"])
+    tuner.update_search_space(json.loads((EXAMPLES / config["searchSpaceFile"]).read_text()))
+    assert config["maxTrialNumber"] == tuner.total_trials()
+

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -28,6 +29,30 @@ DIGITS = ROOT / "examples" / "studies" / "digits.yml"
 def raw(**changes):
     base = {"name": "t", "dataset": "digits", "space": "tiny", "arms": {"mixed": "bio", "usf": ["usf"]}}
     return {**base, **changes}
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"strategy": "halving", "tuner_args": {"rungs": [3, 1]}}, "rungs must be increasing"),
+    ({"strategy": "halving", "epochs": 4, "tuner_args": {"rungs": [1, 3]}}, "must be the top rung's epochs"),
+    ({"strategy": "halving", "max_trials": 2, "epochs": 9}, "below the 3 trials"),
+    ({"strategy": "halving", "tuner_args": {"population_size": 4}}, "successive halving takes rungs"),
+    ({"strategy": "halving", "tuner_args": {"eta": 1}}, "eta must be a number > 1"),
+    ({"repeats": 0}, "search.repeats must be an integer >= 1"),
+])
+def test_bad_multi_fidelity_and_repeat_settings_are_refused_before_any_work(search, message):
+    with pytest.raises(StudyConfigError, match=message):
+        parse_study(raw(search=search))
+
+
+def test_halving_fits_its_schedule_into_the_trial_budget():
+    from nni_bio.strategies.halving import rung_schedule
+    from nni_bio.study import stages
+
+    config = parse_study(raw(search={"strategy": "halving", "max_trials": 20, "epochs": 9}))
+    assert stages.halving_rungs(config) == ([1, 3, 9], 3.0)
+    population = stages.halving_population(config, always=2)
+    assert sum(rung_schedule(population, 3, 3, 2)) <= 20 < sum(rung_schedule(population + 1, 3, 3, 2))
+    assert parse_study(raw(search={"repeats": 1})).fingerprint() == parse_study(raw()).fingerprint()
 
 
 def test_shipped_study_files_are_valid():
@@ -222,8 +247,36 @@ def test_the_proxy_check_reads_the_search_and_the_final_recipe_on_validation(tmp
         (run / "result.json").write_text(json.dumps({"status": "complete", "final": {
             "val_acc": 1 - candidate["search_val_acc"], "test_acc": 0.0}}))
     text = "\n".join(proxy_section(config, tmp_path, tmp_path))
-    assert "Kendall tau -1.00" in text and "cannot be trusted" in text and (tmp_path / "proxy.png").is_file()
+    assert "| 3 epoch(s) | 6 | -1.00" in text and "cannot be trusted" in text and (tmp_path / "proxy.png").is_file()
     assert len((tmp_path / "proxy.csv").read_text().splitlines()) == 7
+
+
+def test_the_proxy_check_gives_one_row_per_rung_of_a_multi_fidelity_search(tmp_path):
+    """Successive halving: candidates are ranked by the highest rung they reached; each rung's scores are checked
+    against the final recipe on the candidates it trained. Here rung 1 orders them right, the top rung wrong."""
+    from nni_bio.study import stages
+    from nni_bio.study.report import proxy_section
+
+    config = parse_study(raw(search={"strategy": "halving", "max_trials": 13, "epochs": 3,
+                                     "tuner_args": {"rungs": [1, 3]}, "proxy_check": 6}))
+    trials = [{"id": f"a{i}", "status": "SUCCEEDED", "epochs": 1, "val_acc": 0.1 * i, "sample": {"fc": f"r{i}"}}
+              for i in range(8)]
+    trials += [{"id": f"b{i}", "status": "SUCCEEDED", "epochs": 3, "val_acc": 1 - 0.1 * i, "sample": {"fc": f"r{i}"}}
+               for i in (3, 4, 5, 6, 7)]
+    corners = [{"arm": "usf", "val_acc": 0.2, "sample": {"fc": "r2"}, "in_search": True}]
+    (tmp_path / "search" / "mixed").mkdir(parents=True)
+    (tmp_path / "search" / "mixed" / "search.json").write_text(json.dumps({"trials": trials, "corners": corners}))
+    chosen = stages.proxy_candidates(config, tmp_path)
+    assert [c["id"] for c in chosen] == ["b3", "b4", "b5", "b6", "b7", "corner:usf"]
+    assert chosen[0]["rungs"] == {"1": 0.30000000000000004, "3": 0.7} and chosen[0]["search_epochs"] == 3
+    for index, candidate in enumerate(chosen):  # final = the rung-1 order
+        run = stages.proxy_dir(tmp_path, index) / "run"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"status": "complete", "final": {
+            "val_acc": candidate["rungs"]["1"], "test_acc": 0.0}}))
+    text = "\n".join(proxy_section(config, tmp_path, tmp_path))
+    assert "| 1 epoch(s) | 6 | +1.00" in text and "| 3 epoch(s) | 5 | -1.00" in text
+    assert "cannot be trusted" in text and "the fidelity the search chooses by, 3 epochs" in text
 
 
 def test_statistics():
@@ -262,17 +315,67 @@ def test_the_interval_is_welch_s_and_covers_as_often_as_it_says():
 
 def test_verdict_says_what_the_numbers_say_and_chooses_the_best_single_rule_on_validation():
     config = parse_study(raw(arms={"mixed": "bio", "usf": ["usf"], "fa": ["fa"], "backprop": ["backprop"]}))
-    acc = {"mixed": [0.80, 0.801, 0.802], "usf": [0.90, 0.901, 0.902], "fa": [0.7, 0.7, 0.71], "backprop": [0.99] * 3}
-    val = {"mixed": [0.8] * 3, "usf": [0.9] * 3, "fa": [0.7] * 3, "backprop": [0.99] * 3}
+    acc = {"mixed": [[0.80, 0.801, 0.802]], "usf": [[0.90, 0.901, 0.902]], "fa": [[0.7, 0.7, 0.71]],
+           "backprop": [[0.99] * 3]}
+    val = {"mixed": [[0.8] * 3], "usf": [[0.9] * 3], "fa": [[0.7] * 3], "backprop": [[0.99] * 3]}
     assert "mixed is worse than the best single bio rule (usf)" in verdict(config, acc, val)
-    acc["mixed"] = [0.90, 0.905, 0.899]
+    assert "search-to-search variance is not in it" in verdict(config, acc, val)
+    acc["mixed"] = [[0.90, 0.905, 0.899]]
     assert "No significant difference between mixed and the best single bio rule (usf)" in verdict(config, acc, val)
     # fa has the best test accuracy but the worse validation accuracy: usf is still the one compared with
-    acc["fa"] = [0.95, 0.951, 0.952]
+    acc["fa"] = [[0.95, 0.951, 0.952]]
     assert "best single bio rule (usf)" in verdict(config, acc, val)
-    assert "No verdict" in verdict(config, acc, {**val, "usf": [None] * 3})  # never falls back to test
-    acc["mixed"] = []
+    assert "No verdict" in verdict(config, acc, {**val, "usf": [[None] * 3]})  # never falls back to test
+    acc["mixed"] = [[]]
     assert verdict(config, acc, val).startswith("No verdict")
+
+
+def test_verdict_with_repeated_searches_holds_search_variance():
+    """Three searches that found networks 3 points apart: flat over their 9 runs the gap to usf looks certain; the
+    nested verdict sees 3 searches, not 9 independent networks, and says no significant difference."""
+    config = parse_study(raw(arms={"mixed": "bio", "usf": ["usf"]}))
+    acc = {"mixed": [[0.93, 0.931, 0.929], [0.90, 0.901, 0.899], [0.96, 0.961, 0.959]],
+           "usf": [[0.90, 0.902, 0.898]]}
+    val = {arm: [[0.9] * 3 for _ in groups] for arm, groups in acc.items()}
+    text = verdict(config, acc, val)
+    assert "No significant difference" in text and "3 searches x 3 seeds vs 1 search x 3 seeds" in text
+    assert "holds search-to-search and seed variance" in text
+    flat = compare([v for g in acc["mixed"] for v in g], acc["usf"][0])
+    assert flat.significant  # what a flat interval over the 9 runs would have claimed
+
+
+def test_nested_interval_matches_welch_on_the_search_means():
+    """A known answer: units are the searches' means (2, 5, 8) against the single arm's seeds (0, 1, 2); the
+    difference is 4 with variance 9/3 + 1/3, Welch-Satterthwaite dof (10/3)^2 / ((9/3)^2/2 + (1/3)^2/2)."""
+    from scipy import stats
+
+    from nni_bio.study.statistics import nested_compare
+
+    c = nested_compare([[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[0, 1, 2]])
+    dof = (10 / 3) ** 2 / ((9 / 3) ** 2 / 2 + (1 / 3) ** 2 / 2)
+    half = stats.t.ppf(0.975, dof) * math.sqrt(10 / 3)
+    assert c.difference == pytest.approx(4) and c.dof == pytest.approx(dof)
+    assert (c.low, c.high) == (pytest.approx(4 - half), pytest.approx(4 + half))
+    assert c.p_value == pytest.approx(stats.ttest_ind([2, 5, 8], [0, 1, 2], equal_var=False).pvalue)
+    assert (c.n_a, c.n_b) == (3, 3)
+
+
+def test_nested_interval_covers_the_truth_when_searches_vary():
+    """Simulated studies with no true difference, search-to-search sd 1.0 and seed sd 0.2 (3 searches x 5 seeds
+    against one network x 5 seeds): the nested 95 % interval covers 0 about 95 % of the time, an interval that
+    treats the 15 runs as independent far less often."""
+    from nni_bio.study.statistics import nested_compare
+
+    rng = np.random.default_rng(0)
+    nested = flat = 0
+    for _ in range(400):
+        mixed = [list(rng.normal(0, 1.0) + rng.normal(0, 0.2, 5)) for _ in range(3)]
+        single = [list(rng.normal(0, 0.2, 5))]
+        c = nested_compare(mixed, single)
+        nested += c.low <= 0 <= c.high
+        f = compare([v for g in mixed for v in g], single[0])
+        flat += f.low <= 0 <= f.high
+    assert nested / 400 >= 0.92 and flat / 400 <= 0.8
 
 
 def _task(key, deps, log, fail=False, folder=None):
@@ -468,6 +571,49 @@ def test_cut_down_digits_study_survives_kill_9_and_resumes(tmp_path):
     config.write_text(config.read_text().replace("epochs: 1", "epochs: 2"))
     refused = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert refused.returncode == 2 and "another study" in refused.stderr
+
+
+@pytest.mark.slow
+def test_cut_down_digits_study_with_successive_halving_and_repeated_searches(tmp_path):
+    """The committed studies' protocol, cut down: successive halving (rungs of 1 and 2 epochs) with the corner at
+    every rung, two seeded searches per searched arm whose winners are all retrained, the proxy checked per rung
+    and the nested verdict."""
+    config = yaml.safe_load(cut_down_digits(tmp_path).read_text())
+    config.update(arms={"mixed": "bio", "usf": ["usf"]}, compare="mixed")
+    config.pop("landscape")
+    config["search"].update(strategy="halving", max_trials=8, epochs=2, repeats=2, tuner_args={"rungs": [1, 2]})
+    config["attack"].update(attacks=["fgsm"], gradients=["bp"], num_images=20, eps="0")
+    path, out, report = tmp_path / "halving.yml", tmp_path / "study", tmp_path / "report"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "nni_bio.cli", "study", str(path), "--output", str(out), "--jobs",
+                           "2", "--report-dir", str(report), "--no-progress"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for arm in ("mixed", "usf"):
+        for k, folder in enumerate([out / "search" / arm, out / "search" / arm / "repeat1"]):
+            search = json.loads((folder / "search.json").read_text())
+            assert search["tuner_seed"] == k and search["rungs"] == [1, 2] and len(search["trials"]) <= 8
+            top = [t for t in search["trials"] if t["epochs"] == 2]
+            assert search["best_val_acc"] == max(t["val_acc"] for t in top)  # chosen at the top rung only
+            assert len(top) < len(search["trials"])  # rung 0 screened more networks than the top rung trained
+    mixed = json.loads((out / "search" / "mixed" / "search.json").read_text())
+    corner = mixed["corners"][0]
+    assert corner["arm"] == "usf" and corner["in_search"]
+    assert sorted(t["epochs"] for t in mixed["trials"] if t["sample"] == corner["sample"]) == [1, 2]  # every rung
+    assert mixed["best_val_acc"] >= corner["val_acc"]
+    repeat1 = json.loads((out / "search" / "mixed" / "repeat1" / "search.json").read_text())
+    usf1 = json.loads((out / "search" / "usf" / "repeat1" / "genotype.json").read_text())["sample"]
+    assert repeat1["corners"][0]["sample"]["conv2"] == usf1["conv2"]  # repeat k meets the usf arm's repeat k
+    rows = (report / "accuracy.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2  # 2 arms x 2 searches x 2 seeds
+    assert sorted(p.name for p in (report / "genotypes").iterdir()) == [
+        "mixed-repeat1.json", "mixed.json", "usf-repeat1.json", "usf.json"]
+    text = (report / "report.md").read_text()
+    assert "2 searches x 2 seeds vs 2 searches x 2 seeds" in text and "search-to-search and seed variance" in text
+    assert "Successive halving" in text and "| mixed/repeat1 |" in text
+    assert "| 1 epoch(s) | 5 |" in text and "| 2 epoch(s) |" in text and (report / "proxy.png").is_file()
+    trials = (report / "search_trials.csv").read_text().splitlines()
+    assert trials[0] == "arm,search_repeat,kind,id,status,epochs,val_acc,sample" and len(trials) == 1 + 4 * 8
 
 
 @pytest.mark.slow

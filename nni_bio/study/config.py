@@ -32,7 +32,7 @@ from nni_bio.errors import NniBioError
 
 #: the built-in bio-inspired rules: what ``bio`` expands to (the paper's "mixed" arm offers them all)
 BIO_RULES = ("brsf", "dfa", "fa", "frsf", "kp", "usf")
-MULTI_TRIAL = ("evolution", "random", "tpe", "policy_gradient")
+MULTI_TRIAL = ("halving", "evolution", "random", "tpe", "policy_gradient")
 ONE_SHOT = ("darts", "darts2", "gumbel", "enas", "egnas")
 ATTACKS = ("fgsm", "pgd", "square")
 #: study-file fields whose change makes an existing study folder another study
@@ -58,6 +58,7 @@ class SearchSettings:
     max_duration: str = "6h"
     listen: str | None = None  # also open each arm's NNI manager on these addresses (default: 127.0.0.1 only)
     proxy_check: int = 0  # retrain the compared arm's top N search candidates with the final recipe (0: off)
+    repeats: int = 1  # independent searches per searched arm (tuner seeds seed, seed + 1, ...), each winner retrained
 
     @property
     def one_shot(self) -> bool:
@@ -121,7 +122,7 @@ class StudyConfig:
     def fingerprint(self) -> str:
         """A hash of everything that decides the study's results (where NNI's manager listens does not)."""
         data = self.as_dict()
-        for key, default in (("listen", None), ("proxy_check", 0)):
+        for key, default in (("listen", None), ("proxy_check", 0), ("repeats", 1)):
             if data["search"].get(key) == default:
                 data["search"].pop(key, None)  # folders made before these fields existed keep their fingerprint
         if data.get("seed") == 0:
@@ -240,7 +241,10 @@ def field_problems(config: StudyConfig) -> list[str]:
     if s.strategy not in strategies:
         problems.append(f"search.strategy {s.strategy!r} is not one of {', '.join(strategies)}")
     problems += [_count(s.max_trials, "search.max_trials"), _count(s.epochs, "search.epochs"),
-                 _count(s.concurrency, "search.concurrency"), _count(s.proxy_check, "search.proxy_check", 0)]
+                 _count(s.concurrency, "search.concurrency"), _count(s.proxy_check, "search.proxy_check", 0),
+                 _count(s.repeats, "search.repeats")]
+    if s.strategy == "halving" and isinstance(s.tuner_args, dict):
+        problems.append(_halving_problem(s))
     if isinstance(s.proxy_check, int) and s.proxy_check and (s.one_shot or s.proxy_check < 6):
         problems.append("search.proxy_check needs a multi-trial search and at least 6 candidates (a rank correlation "
                         f"of fewer says nothing), got {s.proxy_check!r} with {s.strategy!r}")
@@ -282,6 +286,30 @@ def field_problems(config: StudyConfig) -> list[str]:
         except NniBioError as exc:
             problems.append(f"attack.eps: {exc}")
     return [p for p in problems if p]
+
+
+def _halving_problem(s: SearchSettings) -> str | None:
+    """A problem line unless successive halving's ``tuner_args`` (rungs, eta, population) are usable."""
+    unknown = sorted(set(s.tuner_args) - {"rungs", "eta", "population", "seed"})
+    if unknown:
+        return f"search.tuner_args: successive halving takes rungs, eta, population and seed; not {unknown}"
+    rungs, eta = s.tuner_args.get("rungs"), s.tuner_args.get("eta", 3)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 1:
+        return f"search.tuner_args.eta must be a number > 1, got {eta!r}"
+    if rungs is not None and (not isinstance(rungs, list) or not rungs or any(
+            isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rungs) or rungs != sorted(set(rungs))):
+        return f"search.tuner_args.rungs must be increasing epochs >= 1, e.g. [1, 3, 9]; got {rungs!r}"
+    if s.tuner_args.get("population") is not None and _count(s.tuner_args["population"], ""):
+        return f"search.tuner_args.population must be an integer >= 1, got {s.tuner_args['population']!r}"
+    if rungs and s.epochs != rungs[-1]:
+        return f"search.epochs ({s.epochs}) must be the top rung's epochs ({rungs[-1]}), the search's own measure"
+    from nni_bio.strategies.halving import rung_schedule
+
+    smallest = sum(rung_schedule(1, len(rungs or [0, 0, 0]), eta))
+    if isinstance(s.max_trials, int) and s.max_trials < smallest:
+        return (f"search.max_trials ({s.max_trials}) is below the {smallest} trials that one network per rung "
+                "needs")
+    return None
 
 
 def command_problems(config: StudyConfig) -> list[str]:

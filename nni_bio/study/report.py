@@ -20,7 +20,7 @@ from nni_bio.robustness import eps_label
 from nni_bio.study import figures, stages
 from nni_bio.study.config import StudyConfig
 from nni_bio.study.run_log import runs_table
-from nni_bio.study.statistics import compare, mean_std
+from nni_bio.study.statistics import mean_std, nested_compare
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -28,20 +28,27 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def collect(config: StudyConfig, study_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per arm: search summary, per-seed retraining results and attack rows, failures."""
+    """Per arm: search summaries (``searches``, one per repeat; ``search`` is the first), retraining results
+    (``runs``: repeat -> seed -> result; ``seeds`` is the first search's), attack rows, failures."""
     arms: dict[str, dict[str, Any]] = {}
     for arm in config.arms:
-        search = _read(study_dir / stages.SEARCH / arm / "search.json")
-        info: dict[str, Any] = {"rules": config.arms[arm], "search": search, "seeds": {}, "attacks": {}, "failures": []}
-        reason = stages.failure(study_dir / stages.SEARCH / arm)
-        if reason:
-            info["failures"].append(f"search: {reason}")
+        info: dict[str, Any] = {"rules": config.arms[arm], "searches": {}, "runs": {}, "attacks": {}, "failures": []}
+        for k in range(stages.repeats(config, arm)):
+            name = "" if k == 0 else f" (repeat {k})"
+            search = _read(stages.search_dir(study_dir, arm, k) / "search.json")
+            if search:
+                info["searches"][k] = search
+            if reason := stages.failure(stages.search_dir(study_dir, arm, k)):
+                info["failures"].append(f"search{name}: {reason}")
+            info["runs"][k] = {}
+            for seed in config.retrain.seeds:
+                result = _read(stages.retrain_dir(study_dir, arm, seed, k) / "result.json")
+                if result and result.get("status") == "complete":
+                    info["runs"][k][seed] = result
+                elif reason := stages.failure(stages.retrain_dir(study_dir, arm, seed, k)):
+                    info["failures"].append(f"retrain{name} seed {seed}: {reason}")
+        info["search"], info["seeds"] = info["searches"].get(0), info["runs"].get(0, {})
         for seed in config.retrain.seeds:
-            result = _read(stages.retrain_dir(study_dir, arm, seed) / "result.json")
-            if result and result.get("status") == "complete":
-                info["seeds"][seed] = result
-            elif reason := stages.failure(stages.retrain_dir(study_dir, arm, seed)):
-                info["failures"].append(f"retrain seed {seed}: {reason}")
             attack = _read(stages.attack_dir(study_dir, arm, seed) / "attack.json")
             if attack:
                 info["attacks"][seed] = attack["rows"]
@@ -57,34 +64,54 @@ def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} %" + ("" if math.isnan(std) else f" +- {100 * std:.2f}")
 
 
-def verdict(config: StudyConfig, accuracies: dict[str, list[float]], validation: dict[str, list[float]]) -> str:
+def _flat(groups: list[list[float]]) -> list[float]:
+    return [v for g in groups for v in g]
+
+
+def _units(groups: list[list[float]]) -> str:
+    groups = [g for g in groups if g]
+    if len(groups) > 1:
+        return f"{len(groups)} searches x {max(map(len, groups))} seeds"
+    return f"1 search x {len(groups[0]) if groups else 0} seeds"
+
+
+def verdict(config: StudyConfig, accuracies: dict[str, list[list[float]]],
+            validation: dict[str, list[list[float | None]]]) -> str:
     """One line: the ``compare`` arm vs the best single bio-rule arm, with its uncertainty.
 
-    The best single arm is the one with the highest mean **validation** accuracy (final epoch); test
-    accuracies are only compared once that choice is made.
+    ``accuracies`` and ``validation`` hold, per arm, one list per independent search (its winner's final-epoch
+    accuracy for each retraining seed). The best single arm is the one with the highest mean **validation**
+    accuracy; test accuracies are only compared once that choice is made. The interval is nested
+    (:func:`~nni_bio.study.statistics.nested_compare`): it holds search-to-search and seed variance.
     """
     target = config.compare
     singles = {a: v for a, v in accuracies.items() if len(config.arms[a]) == 1 and config.arms[a][0] != "backprop"
-               and a != target and v}
-    if target not in accuracies or not accuracies[target]:
+               and a != target and _flat(v)}
+    if target not in accuracies or not _flat(accuracies[target]):
         return f"No verdict: the {target!r} arm has no finished retraining."
     if not singles:
         return f"No verdict: no single bio-rule arm finished to compare {target!r} with."
-    scored = {a: [v for v in validation.get(a, []) if v is not None] for a in singles}
+    scored = {a: [v for v in _flat(validation.get(a, [])) if v is not None] for a in singles}
     if not all(scored.values()):
         return ("No verdict: the single-rule arms have no validation accuracy to choose the best one by (retrained "
                 "on train+val?); choosing it by test accuracy would bias the comparison.")
     best = max(scored, key=lambda a: sum(scored[a]) / len(scored[a]))
-    c = compare(accuracies[target], singles[best])
+    c = nested_compare(accuracies[target], singles[best])
     if math.isnan(c.low):
         return (f"No verdict: {target} - {best} = {100 * c.difference:+.2f} points, but an interval needs at least 2 "
-                "seeds per arm.")
+                "searches or seeds per arm.")
+    if c.dof == math.inf:
+        return (f"No verdict: {target} - {best} = {100 * c.difference:+.2f} points, and every run of each arm gave the "
+                "same accuracy: with no spread there is no interval (too few test images, or too short a training?)")
+    searched = len([g for g in accuracies[target] if g]) > 1
+    variance = ("it holds search-to-search and seed variance (each search's mean over its seeds is one unit)"
+                if searched else "it holds seed-to-seed variance only: the arm's search ran once (search.repeats: 1), "
+                "so search-to-search variance is not in it")
     numbers = (f"{target} - {best} = {100 * c.difference:+.2f} test-accuracy points (Welch 95 % interval "
-               f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}], p = {c.p_value:.3g}, {c.n_a} vs {c.n_b} seeds; "
-               f"{best} chosen as the best single rule by validation accuracy). With this spread and these seeds the "
-               f"design detects a true difference of about {100 * c.detectable:.2f} points 80 % of the time; the "
-               "interval holds seed-to-seed variance only: each arm's search ran once, so search-to-search variance "
-               "is not in it")
+               f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}], p = {c.p_value:.3g}, {_units(accuracies[target])} vs "
+               f"{_units(singles[best])}; {best} chosen as the best single rule by validation accuracy). With this "
+               f"spread the design detects a true difference of about {100 * c.detectable:.2f} points 80 % of the "
+               f"time, and no smaller one reliably; {variance}")
     if c.significant:
         word = "better" if c.difference > 0 else "worse"
         return f"**{target} is {word} than the best single bio rule ({best})**: {numbers}."
@@ -117,23 +144,26 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
 
     report_dir.mkdir(parents=True, exist_ok=True)
     arms = collect(config, study_dir)
-    accuracies = {arm: [info["seeds"][s]["final"]["test_acc"] for s in sorted(info["seeds"])] for arm, info in arms.items()}
-    validation = {arm: [info["seeds"][s]["final"].get("val_acc") for s in sorted(info["seeds"])]
+    groups = {arm: [[runs[s]["final"]["test_acc"] for s in sorted(runs)] for runs in info["runs"].values()]
+              for arm, info in arms.items()}
+    validation = {arm: [[runs[s]["final"].get("val_acc") for s in sorted(runs)] for runs in info["runs"].values()]
                   for arm, info in arms.items()}
+    accuracies = {arm: _flat(g) for arm, g in groups.items()}
 
     with (report_dir / "accuracy.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["arm", "rules", "seed", "final_test_acc", "final_val_acc", "best_val_acc", "best_val_epoch",
-                    "trainable_params", "learned_feedback_params", "search_best_val_acc", "search_trials",
-                    "search_seconds"])
+        w.writerow(["arm", "rules", "search_repeat", "seed", "final_test_acc", "final_val_acc", "best_val_acc",
+                    "best_val_epoch", "trainable_params", "learned_feedback_params", "search_best_val_acc",
+                    "search_trials", "search_seconds"])
         for arm, info in arms.items():
-            s = info["search"] or {}
-            for seed, r in sorted(info["seeds"].items()):
-                best_val = r.get("best_val") or {}  # none when retrained on train+val
-                w.writerow([arm, " ".join(info["rules"]), seed, r["final"]["test_acc"], r["final"].get("val_acc"),
-                            best_val.get("val_acc"), best_val.get("epoch"), r["trainable_params"],
-                            r.get("learned_feedback_params", ""),
-                            s.get("best_val_acc"), len(s.get("trials", [])), s.get("seconds")])
+            for k, runs in info["runs"].items():
+                s = info["searches"].get(k) or {}
+                for seed, r in sorted(runs.items()):
+                    best_val = r.get("best_val") or {}  # none when retrained on train+val
+                    w.writerow([arm, " ".join(info["rules"]), k, seed, r["final"]["test_acc"],
+                                r["final"].get("val_acc"), best_val.get("val_acc"), best_val.get("epoch"),
+                                r["trainable_params"], r.get("learned_feedback_params", ""),
+                                s.get("best_val_acc"), len(s.get("trials", [])), s.get("seconds")])
     with (report_dir / "robustness.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "seed", "attack", "gradient", "eps", "clean_acc", "adv_acc", "robust_acc", "num_images"])
@@ -163,15 +193,22 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         figures.weights_figure(counts, report_dir / "weights_per_rule.png", f"{config.name}: weights per rule")
 
     lines = [f"# Study `{config.name}`: does mixing learning rules help?", ""]
-    lines += [verdict(config, accuracies, validation), ""]
+    lines += [verdict(config, groups, validation), ""]
     machine = f"{platform.machine()}, {_cores()} CPU cores" + (f", {_gpus()}" if _gpus() else "")
     lines += [f"- Data set **{config.dataset}**, search space **{config.space}** {json.dumps(config.space_args)}.",
               f"- Search: **{config.search.strategy}**, at most "
-              + (f"{config.search.max_trials} trials x {config.search.epochs} epochs per arm (a multi-rule arm's "
+              + (f"{config.search.max_trials} trials per search, {' / '.join(map(str, stages.halving_rungs(config)[0]))} "
+                 "epochs per rung (the corners, the single-rule arms' networks, are trained at every rung inside that "
+                 "budget)" if config.search.strategy == "halving" else
+                 f"{config.search.max_trials} trials x {config.search.epochs} epochs per search (a multi-rule arm's "
                  "corners, the single-rule arms' networks, count as trials of its budget)" if not config.search.one_shot
-                 else f"{config.search.epochs} supernet epochs per arm")
+                 else f"{config.search.epochs} supernet epochs per search")
+              + (f", {config.search.repeats} independent searches per searched arm" if config.search.repeats > 1
+                 else "")
               + f", trial settings {json.dumps(config.search.train)}; what each arm's search ran is below.",
-              f"- Random sources: every search's tuner is seeded with the study seed {config.seed}; the train/"
+              f"- Random sources: every search's tuner is seeded with the study seed {config.seed}"
+              + (f" plus the repeat's index (repeats 0..{config.search.repeats - 1} of each searched arm)"
+                 if config.search.repeats > 1 else "") + "; the train/"
               f"validation split is drawn with seed {config.search.train.get('seed', 0)} in search trials and "
               f"{config.retrain.args.get('split_seed', 0)} in retrainings; a search trial's weights and batches come "
               f"from seed {config.search.train.get('seed', 0)}, a retraining's from its own seed.",
@@ -189,7 +226,9 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
     if presets:
         lines.insert(-2, f"- DARTS layer preset: {', '.join(presets)} (`bio`: no backprop layer anywhere; `reference`: "
                      "the reference code's backprop stem, pre-processing, classifier and auxiliary head).")
-    lines += ["## Accuracy", "", "| arm | rules | final-epoch test accuracy (mean +- std) | seeds | search: best val acc "
+    lines += ["## Accuracy", "", "Mean +- std over every retraining of the arm (every search's winner, every seed); "
+              "the search columns are the first search's.", "",
+              "| arm | rules | final-epoch test accuracy (mean +- std) | runs | search: best val acc "
               "| search: trials | search: minutes |", "|---|---|---|---|---|---|---|"]
     for arm, info in arms.items():
         s = info["search"] or {}
@@ -201,7 +240,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
             n_trials += f" + {len(s['corners'])} corner{'s' if len(s['corners']) > 1 else ''}"
         best = "-" if s.get("best_val_acc") is None else f"{s['best_val_acc']:.4f}"
         minutes = "-" if not s else f"{s.get('seconds', 0) / 60:.1f}"
-        lines.append(f"| {arm} | {', '.join(info['rules'])} | {_pct(mean, std)} | {len(accuracies[arm])} | "
+        lines.append(f"| {arm} | {', '.join(info['rules'])} | {_pct(mean, std)} | {_units(groups[arm])} | "
                      f"{best} | {n_trials} | {minutes} |")
     twins = [(a, b) for i, a in enumerate(arms) for b in list(arms)[i + 1:] if accuracies[a] and
              accuracies[a] == accuracies[b]]
@@ -264,7 +303,8 @@ def learning_curves(arms: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
 
     curves = {}
     for arm, info in arms.items():
-        runs = [[m.get("val_acc") for m in r.get("history", [])] for r in info["seeds"].values()]
+        runs = [[m.get("val_acc") for m in r.get("history", [])] for by_seed in (info.get("runs") or {0: info["seeds"]}).values()
+                for r in by_seed.values()]
         runs = [run for run in runs if run and all(v is not None for v in run)]
         if runs and len({len(run) for run in runs}) == 1:
             curves[arm] = [float(v) for v in np.mean(np.asarray(runs, dtype=float), axis=0)]
@@ -310,27 +350,35 @@ def reproduce(config: StudyConfig, arms: dict[str, dict[str, Any]], study_dir: P
     genotypes = report_dir / "genotypes"
     with (report_dir / "search_trials.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["arm", "kind", "id", "status", "val_acc", "sample"])
+        w.writerow(["arm", "search_repeat", "kind", "id", "status", "epochs", "val_acc", "sample"])
         for arm, info in arms.items():
-            s = info["search"] or {}
-            for t in s.get("trials", []):
-                w.writerow([arm, "trial", t["id"], t["status"], t["val_acc"], json.dumps(t["sample"], sort_keys=True)])
-            for c in s.get("corners", []):
-                w.writerow([arm, "corner", f"corner:{c['arm']}", "SUCCEEDED" if c.get("val_acc") is not None else
-                            "FAILED", c.get("val_acc"), json.dumps(c["sample"], sort_keys=True)])
-    lines = ["## Reproducing a row", "", "Each arm's network is in `genotypes/<arm>.json` beside this report, every "
-             "search trial in `search_trials.csv`. A row of `accuracy.csv` is rebuilt by (from this folder):", ""]
-    for arm in arms:
-        source = study_dir / stages.SEARCH / arm / "genotype.json"
-        if not source.is_file():
-            continue
-        genotypes.mkdir(exist_ok=True)
-        shutil.copyfile(source, genotypes / f"{arm}.json")
-        args = retrain_arguments(config, arm, config.retrain.seeds[0], study_dir, Slot())
-        args[args.index("--genotype") + 1] = f"genotypes/{arm}.json"
-        args[args.index("--output") + 1] = f"runs/{arm}-s{config.retrain.seeds[0]}"
-        args = [a for a in args if a != "--resume"]
-        lines.append(f"- `{arm}`: `nni-bio {' '.join(args)}` (other seeds: `--seed`)")
+            for k, s in info["searches"].items():
+                for t in s.get("trials", []):
+                    w.writerow([arm, k, "trial", t["id"], t["status"], t.get("epochs", config.search.epochs),
+                                t["val_acc"], json.dumps(t["sample"], sort_keys=True)])
+                for c in s.get("corners", []):
+                    if c.get("in_search"):
+                        continue  # a trial of the tuner's schedule: its rows are above
+                    w.writerow([arm, k, "corner", f"corner:{c['arm']}", "SUCCEEDED" if c.get("val_acc") is not None
+                                else "FAILED", config.search.epochs, c.get("val_acc"),
+                                json.dumps(c["sample"], sort_keys=True)])
+    lines = ["## Reproducing a row", "", "Each search's network is in `genotypes/<arm>[-repeat<k>].json` beside this "
+             "report, every search trial in `search_trials.csv`. A row of `accuracy.csv` is rebuilt by (from this "
+             "folder):", ""]
+    seed = config.retrain.seeds[0]
+    for arm, info in arms.items():
+        for k in info["runs"]:
+            source = stages.search_dir(study_dir, arm, k) / "genotype.json"
+            if not source.is_file():
+                continue
+            name = stages.run_name(arm, k).replace("/", "-")
+            genotypes.mkdir(exist_ok=True)
+            shutil.copyfile(source, genotypes / f"{name}.json")
+            args = retrain_arguments(config, arm, seed, study_dir, Slot(), k)
+            args[args.index("--genotype") + 1] = f"genotypes/{name}.json"
+            args[args.index("--output") + 1] = f"runs/{name}-s{seed}"
+            args = [a for a in args if a != "--resume"]
+            lines.append(f"- `{name}`: `nni-bio {' '.join(args)}` (other seeds: `--seed`)")
     return lines + [""]
 
 
@@ -349,29 +397,61 @@ def proxy_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> lis
                      "final_test_acc": result["final"]["test_acc"] if done else None})
     with (report_dir / "proxy.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["candidate", "search_val_acc", "final_val_acc", "final_test_acc", "sample"])
+        w.writerow(["candidate", "search_epochs", "search_val_acc", "search_val_acc_per_rung", "final_val_acc",
+                    "final_test_acc", "sample"])
         for r in rows:
-            w.writerow([r["id"], r["search_val_acc"], r["final_val_acc"], r["final_test_acc"],
+            w.writerow([r["id"], r.get("search_epochs", config.search.epochs), r["search_val_acc"],
+                        json.dumps(_rungs(config, r), sort_keys=True), r["final_val_acc"], r["final_test_acc"],
                         json.dumps(r["sample"], sort_keys=True)])
     finished = [r for r in rows if r["final_val_acc"] is not None]
     lines = ["## The search's proxy, checked", ""]
     if len(finished) < 4:
         return lines + [f"Only {len(finished)} of the {len(rows)} candidates retrained: too few to say.", ""]
-    agree = rank_agreement([r["search_val_acc"] for r in finished], [r["final_val_acc"] for r in finished])
     figures.proxy_figure(finished, report_dir / "proxy.png", f"{config.name}: search score vs final recipe "
                          f"({config.compare})")
     images = config.search.train.get("train_limit") or "all"
-    trusted = agree.rho_low > 0 and agree.tau_low > 0
-    lines += [f"The `{config.compare}` arm's {len(finished)} best distinct search candidates (NNI trials and corners), "
-              f"scored by the search ({config.search.epochs} epoch(s) on {images} training images) and retrained with "
-              f"the final recipe (seed {config.retrain.seeds[0]}); both on validation accuracy.", "",
-              f"- Kendall tau {agree.tau:+.2f} (95 % interval {agree.tau_low:+.2f} to {agree.tau_high:+.2f}), Spearman "
-              f"rho {agree.rho:+.2f} ({agree.rho_low:+.2f} to {agree.rho_high:+.2f}).",
-              "- " + ("**The proxy can be trusted to rank these networks**: both intervals lie above zero." if trusted
-                      else "**The proxy cannot be trusted to rank these networks**: an interval reaches zero or below, "
-                      "so the search's choice says little about which network is best after full training."),
-              "", "![proxy check](proxy.png)", ""]
+    rungs = sorted({int(e) for r in finished for e in _rungs(config, r)})
+    lines += [f"The `{config.compare}` arm's {len(finished)} best distinct search candidates (NNI trials and corners, "
+              f"ranked by the highest fidelity they reached, then their score there), scored by the search on {images} "
+              f"training images and retrained with the final recipe (seed {config.retrain.seeds[0]}); both on "
+              "validation accuracy. One row per fidelity (rung) of the search, over the candidates it trained there:",
+              "", "| search fidelity | candidates | Kendall tau (95 % interval) | Spearman rho (95 % interval) |",
+              "|---|---|---|---|"]
+    judged = None  # the highest fidelity with enough candidates for an interval
+    for epochs in rungs:
+        at = [r for r in finished if str(epochs) in _rungs(config, r)]
+        agree = rank_agreement([_rungs(config, r)[str(epochs)] for r in at], [r["final_val_acc"] for r in at])
+        if not math.isnan(agree.tau_low) and not math.isnan(agree.rho_low):
+            judged = (epochs, agree)
+        lines.append(f"| {epochs} epoch(s) | {agree.n} | {agree.tau:+.2f} ({_interval(agree.tau_low, agree.tau_high)}) "
+                     f"| {agree.rho:+.2f} ({_interval(agree.rho_low, agree.rho_high)}) |")
+    if judged is None:
+        sentence = ("**Whether the proxy can be trusted cannot be said**: no fidelity trained enough of these candidates "
+                    "(5) for an interval.")
+    else:
+        epochs, agree = judged
+        where = ("the fidelity the search chooses by" if epochs == rungs[-1] else
+                 f"the highest fidelity with enough candidates for an interval (the top rung, {rungs[-1]} epochs, "
+                 "trained too few)")
+        sentence = (f"**The proxy can be trusted to rank these networks**: at {where}, {epochs} epochs, both intervals "
+                    "lie above zero." if agree.rho_low > 0 and agree.tau_low > 0 else
+                    f"**The proxy cannot be trusted to rank these networks**: at {where}, {epochs} epochs, an interval "
+                    "reaches zero or below, so the search's choice says little about which network is best after full "
+                    "training.")
+    lines += ["", "- " + sentence,
+        "- The candidates are the search's best, so their scores span a narrow range: a rank correlation among them "
+        "is lower than over the whole space, and says how well the proxy picks among good networks.",
+        "", "![proxy check](proxy.png)", ""]
     return lines
+
+
+def _interval(low: float, high: float) -> str:
+    return "too few for an interval" if math.isnan(low) else f"{low:+.2f} to {high:+.2f}"
+
+
+def _rungs(config: StudyConfig, row: dict[str, Any]) -> dict[str, float]:
+    """A proxy candidate's search score per fidelity (candidates chosen before rungs existed: the one fidelity)."""
+    return row.get("rungs") or {str(config.search.epochs): row["search_val_acc"]}
 
 
 def landscape_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> list[str]:
@@ -437,29 +517,40 @@ def search_budgets(config: StudyConfig, arms: dict[str, dict[str, Any]]) -> list
     augmentation = ("standard augmentation (one-shot supernets always)" if config.search.one_shot else
                     ("no augmentation" if shared.get("no_augment") else "standard augmentation")
                     + (f" and Cutout {shared['cutout']}" if shared.get("cutout") else "") + ", as in retraining")
-    lines = ["## What each search saw", "", f"Every trial trained {config.search.epochs} epoch(s) on {images} training "
-             f"images with {augmentation}, and was scored on the validation split; the arm keeps its best-scoring "
-             "network (NNI trial or corner).", "", "| arm | NNI trials (succeeded/run) | corners: validation accuracy | trial epochs | "
-             "minutes | kept |", "|---|---|---|---|---|---|"]
+    if config.search.strategy == "halving":
+        rungs, eta = stages.halving_rungs(config)
+        fidelity = (f"Successive halving: rung 0 trained random networks for {rungs[0]} epoch(s), each next rung the "
+                    f"best 1/{eta:g} of the one below for {', then '.join(map(str, rungs[1:]))} epochs (from scratch), "
+                    f"with the corners at every rung; every trial used {images} training images with {augmentation}, "
+                    "and was scored on the validation split; the arm keeps its best network at the top rung.")
+    else:
+        fidelity = (f"Every trial trained {config.search.epochs} epoch(s) on {images} training images with "
+                    f"{augmentation}, and was scored on the validation split; the arm keeps its best-scoring network "
+                    "(NNI trial or corner).")
+    lines = ["## What each search saw", "", fidelity, "", "| search | NNI trials (succeeded/run) | corners: validation "
+             "accuracy | trial epochs | minutes | kept |", "|---|---|---|---|---|---|"]
     for arm, info in arms.items():
-        s = info["search"] or {}
-        if not s:
-            lines.append(f"| {arm} | - | - | - | - | not searched (failed or not run) |")
-            continue
-        if s.get("architectures") == 1:
-            lines.append(f"| {arm} | none: the space holds 1 network | - | 0 | 0.0 | that network |")
-            continue
-        trials = s.get("trials", [])
-        corners = ", ".join(f"{c['arm']} {c['val_acc']:.4f}" for c in s.get("corners", []) if c.get("val_acc") is not None)
-        if s.get("corners_unreachable"):
-            corners += (", " if corners else "") + "not in this space: " + ", ".join(s["corners_unreachable"])
-        ran = ("one-shot" if config.search.one_shot else
-               f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}")
-        best = s.get("best_trial", "-")
-        kept = f"{best} ({s['best_val_acc']:.4f})" if s.get("best_val_acc") is not None else str(best)
-        lines.append(f"| {arm} | {ran} | {corners or '-'} | {s.get('trial_epochs', '-')} | "
-                     f"{s.get('seconds', 0) / 60:.1f} | {kept} |")
+        for k in range(len(info["runs"])):
+            lines.append(_search_row(config, stages.run_name(arm, k), info["searches"].get(k)))
     return lines + [""]
+
+
+def _search_row(config: StudyConfig, arm: str, s: dict[str, Any] | None) -> str:
+    """One row of "What each search saw"."""
+    if not s:
+        return f"| {arm} | - | - | - | - | not searched (failed or not run) |"
+    if s.get("architectures") == 1:
+        return f"| {arm} | none: the space holds 1 network | - | 0 | 0.0 | that network |"
+    trials = s.get("trials", [])
+    corners = ", ".join(f"{c['arm']} {c['val_acc']:.4f}" for c in s.get("corners", []) if c.get("val_acc") is not None)
+    if s.get("corners_unreachable"):
+        corners += (", " if corners else "") + "not in this space: " + ", ".join(s["corners_unreachable"])
+    ran = ("one-shot" if config.search.one_shot else
+           f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}")
+    best = s.get("best_trial", "-")
+    kept = f"{best} ({s['best_val_acc']:.4f})" if s.get("best_val_acc") is not None else str(best)
+    return (f"| {arm} | {ran} | {corners or '-'} | {s.get('trial_epochs', '-')} | "
+            f"{s.get('seconds', 0) / 60:.1f} | {kept} |")
 
 
 def _command(study_dir: Path, command: str) -> str:

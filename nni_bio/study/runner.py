@@ -43,18 +43,25 @@ class Task:
 def plan(config: StudyConfig, study_dir: Path, say: Callable[[str], None] = print) -> list[Task]:
     """Every task of the study, searches first (they gate the rest), then retrains, then attacks."""
     tasks: list[Task] = []
+    repeats = {arm: stages.repeats(config, arm) for arm in config.arms}
     for arm in config.arms:  # a multi-rule arm's search starts from its corners: the single-rule arms' networks
-        corners = [f"search/{other}" for other in corner_arms(config, arm)]
-        tasks.append(Task(f"search/{arm}", stages.SEARCH, arm, None, corners, study_dir / stages.SEARCH / arm,
-                          lambda arm=arm: stages.search_done(study_dir, arm),
-                          lambda slot, arm=arm: stages.run_search(config, arm, study_dir, slot, say)))
-    for seed in config.retrain.seeds:
+        for k in range(repeats[arm]):
+            name = stages.run_name(arm, k)
+            corners = [f"search/{stages.run_name(other, min(k, repeats[other] - 1))}"
+                       for other in corner_arms(config, arm)]
+            tasks.append(Task(f"search/{name}", stages.SEARCH, arm, None, corners, stages.search_dir(study_dir, arm, k),
+                              lambda arm=arm, k=k: stages.search_done(study_dir, arm, k),
+                              lambda slot, arm=arm, k=k: stages.run_search(config, arm, study_dir, slot, say, k)))
+    for seed in config.retrain.seeds:  # every search's winner with every seed
         for arm in config.arms:
-            tasks.append(Task(f"retrain/{arm}/s{seed}", stages.RETRAIN, arm, seed, [f"search/{arm}"],
-                              stages.retrain_dir(study_dir, arm, seed),
-                              lambda arm=arm, seed=seed: stages.retrain_done(study_dir, arm, seed),
-                              lambda slot, arm=arm, seed=seed: stages.run_retrain(config, arm, seed, study_dir, slot)))
-    for seed in config.retrain.seeds:
+            for k in range(repeats[arm]):
+                name = stages.run_name(arm, k)
+                tasks.append(Task(f"retrain/{name}/s{seed}", stages.RETRAIN, arm, seed, [f"search/{name}"],
+                                  stages.retrain_dir(study_dir, arm, seed, k),
+                                  lambda arm=arm, seed=seed, k=k: stages.retrain_done(study_dir, arm, seed, k),
+                                  lambda slot, arm=arm, seed=seed, k=k: stages.run_retrain(config, arm, seed,
+                                                                                           study_dir, slot, k)))
+    for seed in config.retrain.seeds:  # the first search's winner only: robustness is not the verdict's question
         for arm in config.arms:
             tasks.append(Task(f"attack/{arm}/s{seed}", stages.ATTACK, arm, seed, [f"retrain/{arm}/s{seed}"],
                               stages.attack_dir(study_dir, arm, seed),

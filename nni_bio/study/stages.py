@@ -128,11 +128,18 @@ def space_size(config: StudyConfig, arm: str) -> tuple[dict[str, Any], int]:
     return space, math.prod(len(v["_value"]) for v in space.values())
 
 
-def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
+def _tuner(config: StudyConfig, repeat: int = 0, always: list[dict[str, Any]] | None = None
+           ) -> tuple[dict[str, Any], str]:
     """The ``tuner`` section and the search-space format for the study's multi-trial strategy; every tuner is
-    seeded with the study's ``seed`` (``search.tuner_args`` may override it)."""
+    seeded with the study's ``seed`` plus the repeat's index (``search.tuner_args`` may override it)."""
     s = config.search
-    seeded = {"seed": config.seed, **s.tuner_args}
+    seeded = {"seed": config.seed + repeat, **s.tuner_args}
+    if s.strategy == "halving":
+        rungs, eta = halving_rungs(config)
+        population = s.tuner_args.get("population") or halving_population(config, len(always or []))
+        return {"className": "nni_bio.strategies.halving.SuccessiveHalvingTuner", "codeDirectory": ".",
+                "classArgs": {"optimize_mode": "maximize", **seeded, "rungs": rungs, "eta": eta,
+                              "population": population, "always": always or []}}, "choice"
     if s.strategy == "evolution":
         population = max(2, min(20, s.max_trials // 2))
         args = {"optimize_mode": "maximize", "population_size": population, "sample_size": max(1, population // 2)}
@@ -146,13 +153,67 @@ def _tuner(config: StudyConfig) -> tuple[dict[str, Any], str]:
             "classArgs": {"optimize_mode": "maximize", **seeded}}, "choice"
 
 
+def halving_rungs(config: StudyConfig) -> tuple[list[int], float]:
+    """Successive halving's rungs (epochs) and ``eta``: ``search.tuner_args.rungs``, or three rungs ending at
+    ``search.epochs``, each ``eta`` (default 3) times shorter than the next."""
+    eta = float(config.search.tuner_args.get("eta", 3))
+    rungs = config.search.tuner_args.get("rungs") or sorted(
+        {max(1, round(config.search.epochs / eta ** i)) for i in range(3)})
+    return [int(r) for r in rungs], eta
+
+
+def halving_population(config: StudyConfig, always: int) -> int:
+    """The most random networks in rung 0 whose whole schedule (with ``always`` corners at every rung) fits in
+    ``search.max_trials`` (at least 1)."""
+    from nni_bio.strategies.halving import rung_schedule
+
+    rungs, eta = halving_rungs(config)
+    population = 1
+    while sum(rung_schedule(population + 1, len(rungs), eta, always)) <= config.search.max_trials:
+        population += 1
+    return population
+
+
+def halving_trials(config: StudyConfig, arm: str, always: int) -> int:
+    """Trials of the arm's halving schedule (rung 0 holds at most the space's networks but its corners)."""
+    from nni_bio.strategies.halving import rung_schedule
+
+    rungs, eta = halving_rungs(config)
+    population = config.search.tuner_args.get("population") or halving_population(config, always)
+    population = max(0, min(population, space_size(config, arm)[1] - always))
+    return sum(rung_schedule(population, len(rungs), eta, always))
+
+
+_repeats_cache: dict[tuple[str, str], int] = {}
+
+
+def repeats(config: StudyConfig, arm: str) -> int:
+    """How many independent searches the arm gets: ``search.repeats``, or 1 when its space has one architecture
+    (there is nothing to search, so every repeat would find the same network)."""
+    if config.search.repeats == 1:
+        return 1
+    key = (config.fingerprint(), arm)
+    if key not in _repeats_cache:
+        _repeats_cache[key] = config.search.repeats if space_size(config, arm)[1] > 1 else 1
+    return _repeats_cache[key]
+
+
+def run_name(arm: str, repeat: int = 0) -> str:
+    """The folder name of one search of an arm and what comes from it: ``mixed``, ``mixed/repeat1``, ..."""
+    return arm if repeat == 0 else f"{arm}/repeat{repeat}"
+
+
+def search_dir(study_dir: Path, arm: str, repeat: int = 0) -> Path:
+    return study_dir / SEARCH / run_name(arm, repeat)
+
+
 def shared_augmentation(config: StudyConfig) -> dict[str, Any]:
     """The retraining's augmentation (``no_augment``, ``cutout``), which multi-trial search trials use too, so the
     search scores networks on the images the final recipe trains on."""
     return {key: config.retrain.args[key] for key in ("no_augment", "cutout") if key in config.retrain.args}
 
 
-def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path) -> tuple[str, list[str]]:
+def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path, repeat: int = 0) -> tuple[str, list[str]]:
     """The module (``python -m``) and arguments of the arm's search: NNI's trial (multi-trial) or the one-shot run."""
     common = ["--space", config.space, "--space-args", json.dumps(config.arm_space_args(arm), sort_keys=True),
               "--dataset", config.dataset, "--epochs", str(config.search.epochs), "--device", slot.device]
@@ -163,18 +224,19 @@ def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path) -> tu
     hparams = {**config.search.train, **config.search.hparams}
     return "nni_bio.strategies.oneshot.trial", [
         "--strategy", config.search.strategy, *common, "--threads", str(slot.threads), "--hparams", json.dumps(hparams),
-        "--output", str(folder / "oneshot"), "--resume"]
+        "--output", str(folder / "oneshot"), "--seed", str(config.seed + repeat), "--resume"]
 
 
-def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot,
-                    max_trials: int | None = None) -> dict[str, Any]:
+def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot, max_trials: int | None = None,
+                    repeat: int = 0, always: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The NNI experiment that searches one arm (written to ``search/<arm>/experiment.yml``)."""
-    tuner, fmt = _tuner(config)
+    tuner, fmt = _tuner(config, repeat, always)
     (folder / "search_space.json").write_text(json.dumps(space_file(config, arm, fmt), indent=2) + "\n")
     module, arguments = trial_command(config, arm, slot, folder)
     trial = [sys.executable, "-m", module, *arguments]
     return {
-        "experimentName": f"nni-bio study {config.name}: arm {arm} ({', '.join(config.arms[arm])})",
+        "experimentName": f"nni-bio study {config.name}: arm {arm} ({', '.join(config.arms[arm])})"
+                          + (f", repeat {repeat}" if repeat else ""),
         "searchSpaceFile": "search_space.json",
         "trialCommand": f"OMP_NUM_THREADS={slot.threads} {shlex.join(trial)}",
         "trialCodeDirectory": ".",
@@ -245,12 +307,14 @@ def _adopt_orphan(folder: Path) -> tuple[Any, str, int] | None:
     return None
 
 
-def run_search(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, say=print) -> dict[str, Any]:
-    """Search one arm and write ``search/<arm>/search.json`` (and ``genotype.json``)."""
+def run_search(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, say=print, repeat: int = 0
+               ) -> dict[str, Any]:
+    """Search one arm (its ``repeat``-th independent search) and write ``search/<arm>[/repeat<k>]/search.json``
+    (and ``genotype.json``)."""
     from nni_bio.search_spaces import space_class
     from nni_bio.search_spaces import space_arguments
 
-    folder = study_dir / SEARCH / arm
+    folder = search_dir(study_dir, arm, repeat)
     folder.mkdir(parents=True, exist_ok=True)
     space_cls = space_class(config.space)
     space_args = space_arguments(space_cls, config.arm_space_args(arm), config.dataset)
@@ -262,38 +326,61 @@ def run_search(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, say=p
             "status": "complete", "strategy": "none", "note": "the space has one architecture for this rule set: "
             "nothing to search", "architectures": 1, "trials": [], "seconds": 0.0, "trial_epochs": 0})
     if config.search.one_shot:
-        return _search_one_shot(config, arm, folder, space_cls, space_args, slot, started)
-    return _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, started, say)
+        return _search_one_shot(config, arm, folder, space_cls, space_args, slot, started, repeat)
+    return _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, started, say, repeat,
+                               study_dir)
 
 
-def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, started, say) -> dict[str, Any]:
+def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, started, say, repeat,
+                        study_dir) -> dict[str, Any]:
     import yaml
 
     from nni_bio import experiment as ex
+    from nni_bio.strategies.halving import BUDGET_KEY
 
     log = folder / "search.log"
-    corners = evaluate_corners(config, arm, folder.parent.parent, slot)
-    budget = max(1, config.search.max_trials - len(corners["evaluated"]))  # the corners are trials of the budget
-    (folder / "experiment.yml").write_text(yaml.safe_dump(experiment_yaml(config, arm, folder, slot, budget),
-                                                          sort_keys=False))
+    halving = config.search.strategy == "halving"
+    if halving:  # the corners are networks of the tuner's schedule, trained at every rung
+        corners = corner_samples(config, arm, study_dir, repeat)
+        budget = halving_trials(config, arm, len(corners["evaluated"]))
+        always = [json.loads(json.dumps(c["sample"])) for c in corners["evaluated"]]  # plain str, for the YAML
+    else:  # the corners are trials of the budget, trained before the tuner starts
+        corners = evaluate_corners(config, arm, study_dir, slot, repeat)
+        budget = max(1, config.search.max_trials - len(corners["evaluated"]))
+        always = None
+    (folder / "experiment.yml").write_text(yaml.safe_dump(
+        experiment_yaml(config, arm, folder, slot, budget, repeat, always), sort_keys=False))
     client, exp_id, port = _follow_or_create(folder, log, config.search.listen)
     say(f"search {arm}: NNI experiment {exp_id}, web UI {ex.web_ui_hint(port, config.search.listen)}")
     try:
         trials = ex.wait(client, budget, math.inf, progress=False)
     finally:
         ex.stop(exp_id)
-    records = [{"id": t.id, "status": t.status, "val_acc": t.score,
-                "sample": {k: ex.unwrap_choice(v) for k, v in t.parameters.items()}} for t in trials]
+    records = []
+    for t in trials:
+        sample = {k: ex.unwrap_choice(v) for k, v in t.parameters.items()}
+        epochs = int(sample.pop(BUDGET_KEY, config.search.epochs))
+        records.append({"id": t.id, "status": t.status, "val_acc": t.score, "epochs": epochs, "sample": sample})
+    top = max((r["epochs"] for r in records), default=config.search.epochs)
+    if halving:  # each corner's score at the top rung, the search's own highest fidelity
+        for corner in corners["evaluated"]:
+            corner["val_acc"] = next((r["val_acc"] for r in records if r["sample"] == corner["sample"]
+                                      and r["epochs"] == top and r["val_acc"] is not None), None)
+            corner["in_search"] = True
     started = json.loads((folder / "experiment.json").read_text()).get("started", started)
     summary = {"strategy": config.search.strategy, "experiment_id": exp_id, "architectures": size,
                "trials": records, "corners": corners["evaluated"], "corners_unreachable": corners["unreachable"],
-               "seconds": round(time.time() - started + corners["seconds"], 1),
-               "trial_epochs": config.search.epochs * (len(records) + len(corners["evaluated"])),
+               "seconds": round(time.time() - started + corners["seconds"], 1), "top_epochs": top,
+               "trial_epochs": sum(r["epochs"] for r in records) + config.search.epochs * (
+                   0 if halving else len(corners["evaluated"])),
+               "tuner_seed": config.seed + repeat, "repeat": repeat,
                "web_ui": f"nnictl view {exp_id} --experiment_dir {folder / 'nni'}"}
-    candidates = [(r["val_acc"], r["id"], r["sample"]) for r in records
-                  if r["status"] == "SUCCEEDED" and r["val_acc"] is not None]
+    if halving:
+        summary["rungs"] = halving_rungs(config)[0]
+    candidates = [(r["val_acc"], r["id"], r["sample"]) for r in records  # chosen at the top fidelity only
+                  if r["status"] == "SUCCEEDED" and r["val_acc"] is not None and r["epochs"] == top]
     candidates += [(c["val_acc"], f"corner:{c['arm']}", c["sample"]) for c in corners["evaluated"]
-                   if c.get("val_acc") is not None]
+                   if c.get("val_acc") is not None and not c.get("in_search")]
     if not candidates:
         reasons = f"all {len(trials)} trials failed" if trials else "no trial ran"
         mark_failed(folder, f"{reasons}; trial logs under {folder / 'nni' / exp_id / 'trials'}")
@@ -304,21 +391,34 @@ def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, 
                           {**summary, "status": "complete", "best_trial": best_id, "best_val_acc": score})
 
 
-def evaluate_corners(config: StudyConfig, arm: str, study_dir: Path, slot: Slot) -> dict[str, Any]:
-    """Train the arm's corners (:mod:`nni_bio.study.corners`) as trials of its own search: same trial command,
-    fidelity and split, one ``python -m nni_bio.trial --sample`` each; finished ones are kept across runs."""
+def corner_samples(config: StudyConfig, arm: str, study_dir: Path, repeat: int = 0) -> dict[str, Any]:
+    """The arm's corners (:mod:`nni_bio.study.corners`) as samples of its space: ``evaluated`` (``arm``,
+    ``sample``) and ``unreachable`` (arms whose network is not in this space). Repeat ``k`` of a search meets
+    repeat ``k`` of each single-rule arm (its only search when it has one)."""
     from nni_bio.study.corners import corner_arms, in_space
 
     space = space_file(config, arm)
-    evaluated, unreachable, seconds = [], [], 0.0
-    module, arguments = trial_command(config, arm, slot, study_dir / SEARCH / arm)
+    evaluated, unreachable = [], []
     for other in corner_arms(config, arm):
-        theirs = json.loads((study_dir / SEARCH / other / "genotype.json").read_text())
+        theirs = json.loads((search_dir(study_dir, other, min(repeat, repeats(config, other) - 1))
+                             / "genotype.json").read_text())
         sample = in_space(theirs["sample"], space)
         if sample is None:
             unreachable.append(other)
-            continue
-        out = study_dir / SEARCH / arm / "corners" / other
+        else:
+            evaluated.append({"arm": other, "sample": sample})
+    return {"evaluated": evaluated, "unreachable": unreachable, "seconds": 0.0}
+
+
+def evaluate_corners(config: StudyConfig, arm: str, study_dir: Path, slot: Slot, repeat: int = 0) -> dict[str, Any]:
+    """Train the arm's corners (:mod:`nni_bio.study.corners`) as trials of its own search: same trial command,
+    fidelity and split, one ``python -m nni_bio.trial --sample`` each; finished ones are kept across runs."""
+    corners = corner_samples(config, arm, study_dir, repeat)
+    evaluated, seconds = [], 0.0
+    module, arguments = trial_command(config, arm, slot, search_dir(study_dir, arm, repeat), repeat)
+    for corner in corners["evaluated"]:
+        other, sample = corner["arm"], corner["sample"]
+        out = search_dir(study_dir, arm, repeat) / "corners" / other
         result = out / "result.json"
         if not result.is_file():
             started = time.time()
@@ -327,18 +427,19 @@ def evaluate_corners(config: StudyConfig, arm: str, study_dir: Path, slot: Slot)
             seconds += time.time() - started
         score = json.loads(result.read_text()).get("default")
         evaluated.append({"arm": other, "sample": sample, "val_acc": score})
-    return {"evaluated": evaluated, "unreachable": unreachable, "seconds": seconds}
+    return {"evaluated": evaluated, "unreachable": corners["unreachable"], "seconds": seconds}
 
 
-def _search_one_shot(config, arm, folder, space_cls, space_args, slot, started) -> dict[str, Any]:
+def _search_one_shot(config, arm, folder, space_cls, space_args, slot, started, repeat) -> dict[str, Any]:
     run_dir = folder / "oneshot"
-    module, arguments = trial_command(config, arm, slot, folder)
+    module, arguments = trial_command(config, arm, slot, folder, repeat)
     run_child([sys.executable, "-m", module, *arguments], folder / "search.log", slot)
     genotype = json.loads((run_dir / "genotype.json").read_text())
     result = json.loads((run_dir / "result.json").read_text())
     return _finish_search(folder, genotype, {
         "status": "complete", "strategy": config.search.strategy, "architectures": None, "trials": [],
-        "seconds": round(time.time() - started, 1), "trial_epochs": config.search.epochs,
+        "seconds": round(time.time() - started, 1), "trial_epochs": config.search.epochs, "repeat": repeat,
+        "seed": config.seed + repeat,
         "best_val_acc": result.get("derived_val_acc", result.get("default")),
         "supernet_val_acc": result.get("supernet_val_acc", result.get("default"))})
 
@@ -350,37 +451,38 @@ def _finish_search(folder: Path, genotype: dict[str, Any], summary: dict[str, An
     return summary
 
 
-def search_done(study_dir: Path, arm: str) -> bool:
-    path = study_dir / SEARCH / arm / "search.json"
+def search_done(study_dir: Path, arm: str, repeat: int = 0) -> bool:
+    path = search_dir(study_dir, arm, repeat) / "search.json"
     return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
 
 
 # ------------------------------------------------------------------------------- retrain and attack
 
-def retrain_dir(study_dir: Path, arm: str, seed: int) -> Path:
-    return study_dir / RETRAIN / arm / f"s{seed}"
+def retrain_dir(study_dir: Path, arm: str, seed: int, repeat: int = 0) -> Path:
+    return study_dir / RETRAIN / run_name(arm, repeat) / f"s{seed}"
 
 
 def attack_dir(study_dir: Path, arm: str, seed: int) -> Path:
     return study_dir / ATTACK / arm / f"s{seed}"
 
 
-def retrain_done(study_dir: Path, arm: str, seed: int) -> bool:
-    path = retrain_dir(study_dir, arm, seed) / "result.json"
+def retrain_done(study_dir: Path, arm: str, seed: int, repeat: int = 0) -> bool:
+    path = retrain_dir(study_dir, arm, seed, repeat) / "result.json"
     return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
 
 
-def run_retrain(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> None:
-    """``nni-bio train`` of the arm's genotype with one seed (resumed if interrupted)."""
-    out = retrain_dir(study_dir, arm, seed)
-    run_child([sys.executable, "-m", "nni_bio.cli", *retrain_arguments(config, arm, seed, study_dir, slot)],
+def run_retrain(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot, repeat: int = 0) -> None:
+    """``nni-bio train`` of the genotype of the arm's ``repeat``-th search with one seed (resumed if interrupted)."""
+    out = retrain_dir(study_dir, arm, seed, repeat)
+    run_child([sys.executable, "-m", "nni_bio.cli", *retrain_arguments(config, arm, seed, study_dir, slot, repeat)],
               out.parent / f"s{seed}.log", slot)
 
 
-def retrain_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot) -> list[str]:
+def retrain_arguments(config: StudyConfig, arm: str, seed: int, study_dir: Path, slot: Slot,
+                      repeat: int = 0) -> list[str]:
     """The ``nni-bio`` arguments of one retraining."""
-    return train_arguments(config, study_dir / SEARCH / arm / "genotype.json", retrain_dir(study_dir, arm, seed), seed,
-                           slot)
+    return train_arguments(config, search_dir(study_dir, arm, repeat) / "genotype.json",
+                           retrain_dir(study_dir, arm, seed, repeat), seed, slot)
 
 
 def train_arguments(config: StudyConfig, genotype: Path, out: Path, seed: int, slot: Slot) -> list[str]:
@@ -489,21 +591,30 @@ def train_sample(config: StudyConfig, sample: dict[str, Any], folder: Path, slot
 
 def proxy_candidates(config: StudyConfig, study_dir: Path) -> list[dict[str, Any]]:
     """The compared arm's best ``search.proxy_check`` distinct networks by search score (NNI trials and corners,
-    so the one-rule networks are among them when they score so); chosen once, in ``proxy/candidates.json``."""
+    so the one-rule networks are among them when they score so), with their score at every fidelity (rung) the
+    search trained them at; chosen once, in ``proxy/candidates.json``."""
     path = study_dir / PROXY / "candidates.json"
     if path.is_file():
         return json.loads(path.read_text())
     search = json.loads((study_dir / SEARCH / config.compare / "search.json").read_text())
-    scored = [{"id": t["id"], "sample": t["sample"], "search_val_acc": t["val_acc"]} for t in search.get("trials", [])
-              if t["status"] == "SUCCEEDED" and t["val_acc"] is not None]
-    scored += [{"id": f"corner:{c['arm']}", "sample": c["sample"], "search_val_acc": c["val_acc"]}
-               for c in search.get("corners", []) if c.get("val_acc") is not None]
+    corner_of = {json.dumps(c["sample"], sort_keys=True): c["arm"] for c in search.get("corners", [])}
+    scored = [(t["id"], t["sample"], t.get("epochs", config.search.epochs), t["val_acc"])
+              for t in search.get("trials", []) if t["status"] == "SUCCEEDED" and t["val_acc"] is not None]
+    scored += [(f"corner:{c['arm']}", c["sample"], config.search.epochs, c["val_acc"])
+               for c in search.get("corners", []) if c.get("val_acc") is not None and not c.get("in_search")]
     best: dict[str, dict[str, Any]] = {}
-    for row in scored:  # a network the tuner proposed twice counts once, with its best score
-        key = json.dumps(row["sample"], sort_keys=True)
-        if key not in best or row["search_val_acc"] > best[key]["search_val_acc"]:
-            best[key] = row
-    chosen = sorted(best.values(), key=lambda r: -r["search_val_acc"])[:config.search.proxy_check]
+    for trial_id, sample, epochs, score in scored:  # a network counts once, with its best score at each fidelity
+        key = json.dumps(sample, sort_keys=True)
+        row = best.setdefault(key, {"sample": sample, "rungs": {}, "ids": {}})
+        if score > row["rungs"].get(str(epochs), -math.inf):
+            row["rungs"][str(epochs)], row["ids"][str(epochs)] = score, trial_id
+    for key, row in best.items():  # ranked by the highest fidelity it reached, then its score there
+        top = max(row["rungs"], key=int)
+        row["id"] = f"corner:{corner_of[key]}" if key in corner_of else row["ids"][top]
+        row["search_epochs"], row["search_val_acc"] = int(top), row["rungs"][top]
+        del row["ids"]
+    chosen = sorted(best.values(), key=lambda r: (-r["search_epochs"], -r["search_val_acc"]))
+    chosen = chosen[:config.search.proxy_check]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, chosen)
     return chosen
@@ -533,6 +644,6 @@ def run_proxy(config: StudyConfig, index: int, study_dir: Path, slot: Slot) -> N
 
 __all__ = ["ATTACK", "LANDSCAPE", "PROXY", "RETRAIN", "SEARCH", "Slot", "StageFailed", "attack_arguments",
            "attack_dir", "attack_done", "cli_flags", "evaluate_corners", "failure", "landscape_dir", "landscape_done",
-           "landscape_networks", "mark_failed", "proxy_candidates", "proxy_dir", "proxy_done", "retrain_arguments",
-           "retrain_dir", "retrain_done", "run_attack", "run_landscape", "run_proxy", "run_retrain", "run_search",
-           "search_done", "space_size", "train_arguments", "train_sample", "trial_command"]
+           "landscape_networks", "mark_failed", "proxy_candidates", "proxy_dir", "proxy_done", "repeats",
+           "retrain_arguments", "retrain_dir", "retrain_done", "run_attack", "run_landscape", "run_name", "run_proxy",
+           "run_retrain", "run_search", "search_dir", "search_done", "space_size", "train_arguments", "train_sample", "trial_command"]

@@ -66,6 +66,32 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
     return Comparison(diff, p, diff - half, diff + half, int(a.size), int(b.size), float(dof), detectable)
 
 
+def nested_compare(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Comparison:
+    """Compare two arms whose numbers come in groups: one group per independent search, one number per retraining
+    seed of that search's winner.
+
+    A search and its seeds are a nested design: the seeds of one search share its network, so they are not
+    independent draws of the arm. The units are therefore the groups' means when an arm has two or more groups
+    (their spread holds search-to-search and seed variance, with ``groups - 1`` degrees of freedom), and the seeds
+    themselves when it has one (an arm with nothing to search: its only variance is the seeds'). The two arms'
+    units are then compared with Welch's t (:func:`compare`), so the interval and the smallest detectable
+    difference hold both sources of variance.
+
+    Example:
+        >>> c = nested_compare([[0.90, 0.92], [0.94, 0.96]], [[0.90, 0.91, 0.92]])
+        >>> round(c.difference, 4), c.n_a, c.n_b
+        (0.02, 2, 3)
+    """
+    return compare(_units(a), _units(b))
+
+
+def _units(groups: Sequence[Sequence[float]]) -> list[float]:
+    groups = [list(g) for g in groups if len(g)]
+    if len(groups) == 1:
+        return groups[0]
+    return [float(np.mean(g)) for g in groups]
+
+
 @functools.lru_cache(maxsize=256)
 def _detectable_shift(dof: float, power: float = 0.8, draws: int = 40_000) -> float:
     """The shift (in standard errors) at which a two-sided 5 % t-test with ``dof`` degrees of freedom rejects
@@ -123,4 +149,4 @@ def rank_agreement(x: Sequence[float], y: Sequence[float]) -> RankAgreement:
     return RankAgreement(n, tau, tau_low, tau_high, rho, rho_low, rho_high)
 
 
-__all__ = ["Comparison", "RankAgreement", "compare", "mean_std", "rank_agreement"]
+__all__ = ["Comparison", "RankAgreement", "compare", "mean_std", "nested_compare", "rank_agreement"]
