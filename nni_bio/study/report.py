@@ -207,7 +207,8 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
                  else "")
               + f", trial settings {json.dumps(config.search.train)}; what each arm's search ran is below.",
               f"- Random sources: every search's tuner is seeded with the study seed {config.seed}"
-              + (f" plus the repeat's index (repeats 0..{config.search.repeats - 1} of each searched arm)"
+              + (f" plus the repeat's index (repeats 0..{config.search.repeats - 1} of each searched arm; a repeat's "
+                 "trials also add its index to their seed, so each search sees its own weights, batches and split)"
                  if config.search.repeats > 1 else "") + "; the train/"
               f"validation split is drawn with seed {config.search.train.get('seed', 0)} in search trials and "
               f"{config.retrain.args.get('split_seed', 0)} in retrainings; a search trial's weights and batches come "

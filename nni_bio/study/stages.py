@@ -219,8 +219,11 @@ def trial_command(config: StudyConfig, arm: str, slot: Slot, folder: Path, repea
               "--dataset", config.dataset, "--epochs", str(config.search.epochs), "--device", slot.device]
     if config.data_dir:
         common += ["--data-dir", config.data_dir]
-    if not config.search.one_shot:
-        return "nni_bio.trial", [*common, *cli_flags({**shared_augmentation(config), **config.search.train})]
+    if not config.search.one_shot:  # repeat k's trials draw weights and split with seed + k: the search's own noise
+        train = {**config.search.train}
+        if repeat:
+            train["seed"] = int(train.get("seed", 0)) + repeat
+        return "nni_bio.trial", [*common, *cli_flags({**shared_augmentation(config), **train})]
     hparams = {**config.search.train, **config.search.hparams}
     return "nni_bio.strategies.oneshot.trial", [
         "--strategy", config.search.strategy, *common, "--threads", str(slot.threads), "--hparams", json.dumps(hparams),
