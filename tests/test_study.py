@@ -55,6 +55,16 @@ def test_halving_fits_its_schedule_into_the_trial_budget():
     assert parse_study(raw(search={"repeats": 1})).fingerprint() == parse_study(raw()).fingerprint()
 
 
+@pytest.mark.parametrize("name", ["digits", "fashion-mnist"])
+def test_the_committed_studies_follow_the_protocol(name):
+    """The studies whose reports are committed: multi-fidelity search, 3+ searches per searched arm, 5+ seeds,
+    a landscape of 20+ networks, a proxy check of 6+ candidates, one augmentation for search and retraining."""
+    config = load_study(ROOT / "examples" / "studies" / f"{name}.yml")
+    assert config.search.strategy == "halving" and config.search.repeats >= 3
+    assert len(config.retrain.seeds) >= 5 and config.landscape.networks >= 20 and config.search.proxy_check >= 6
+    assert "no_augment" in config.retrain.args and "no_augment" not in config.search.train
+
+
 def test_shipped_study_files_are_valid():
     for path in sorted((ROOT / "examples" / "studies").glob("*.yml")):
         config = load_study(path)
@@ -494,7 +504,8 @@ def cut_down_digits(tmp_path: Path) -> Path:
     config = yaml.safe_load(DIGITS.read_text())
     config["arms"] = {"mixed": "bio", "usf": ["usf"], "backprop": ["backprop"]}
     config["space_args"] = {"width": 4}
-    config["search"].update(strategy="random", max_trials=2, epochs=1, train={"train_limit": 200, "batch_size": 32})
+    config["search"].update(strategy="random", max_trials=2, epochs=1, train={"train_limit": 200, "batch_size": 32},
+                            repeats=1)
     config["search"].pop("tuner_args", None)
     config["retrain"].update(seeds=[0, 1], epochs=1)
     config["retrain"]["args"].update(train_limit=200)
