@@ -36,11 +36,14 @@ from nni_bio.rule import xavier_like as xavier_like
 from nni_bio.rule import xavier_std as xavier_std
 from nni_bio.swap import rule_map as rule_map
 from nni_bio.swap import swap_rule as swap_rule
+from nni_bio.torch_models import convert as convert
+from nni_bio.torch_models import to_torch as to_torch
 
 __all__ = [
     "PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "NniBioError", "RuleConv2d", "RuleInfo",
-    "RuleLayer", "RuleLinear", "SignFeedback", "UnknownRuleError", "enable_dfa", "get_rule", "is_rule", "list_rules",
-    "register_rule", "rule_map", "rule_sources", "swap_rule", "unregister_rule", "xavier_like", "xavier_std",
+    "RuleLayer", "RuleLinear", "SignFeedback", "UnknownRuleError", "convert", "enable_dfa", "get_rule", "is_rule",
+    "list_rules", "register_rule", "rule_map", "rule_sources", "swap_rule", "to_torch", "unregister_rule",
+    "xavier_like", "xavier_std",
 ]
 
 
