@@ -131,9 +131,25 @@ def test_nothing_touches_the_network(all_fixtures: Path, no_network: None, capsy
     capsys.readouterr()
 
 
-def test_no_download_anywhere_in_the_data_layer() -> None:
+def test_no_download_anywhere_in_the_data_layer_but_the_download_command() -> None:
+    """Only nni_bio/data/download.py fetches, and only `nni-bio data download` calls it."""
     package = Path(nni_bio.data.__file__).parent
     sources = [*package.glob("*.py"), Path(nni_bio.data.__file__).parents[1] / "commands" / "data.py"]
     for path in sources:
+        if path.name == "download.py":
+            continue
         text = path.read_text()
         assert "download=True" not in text and "urllib" not in text and "requests" not in text, path
+        assert "import download" not in text or path.name == "data.py", path  # the command only
+    assert "download(" not in (package / "locate.py").read_text()  # it names the command, it does not run it
+
+
+def test_a_missing_data_set_never_reaches_the_network(tmp_path, monkeypatch) -> None:
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data layer opened a URL")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    with pytest.raises(nni_bio.data.DataError, match="not found"):
+        nni_bio.data.get_dataset("cifar10", "train", data_dir=tmp_path)

@@ -1,4 +1,5 @@
-"""``nni-bio data``: validate a copy of a data set (``check``) or show where each is looked for (``list``).
+"""``nni-bio data``: validate a copy of a data set (``check``), show where each is looked for (``list``), or, for
+users who are online and ask for it, fetch one (``download``: :mod:`nni_bio.data.download`).
 
 ``nni-bio data check cifar10 --data-dir ~/data`` reads every file of the copy that
 ``get_dataset("cifar10", ..., data_dir="~/data")`` would use, validates it, and prints the split
@@ -16,7 +17,8 @@ from nni_bio.data._api import DATA_DIR_ENV, resolve_data_dir
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="check the offline data sets and where they are looked for",
-                                   description="Offline data sets. Nothing is ever downloaded.")
+                                   description="Offline data sets. Nothing is downloaded unless you run "
+                                               "`nni-bio data download`.")
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     data_dir_help = f"folder holding the user copies (default: ${DATA_DIR_ENV})"
 
@@ -29,9 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--data-dir", metavar="DIR", help=data_dir_help)
     listing.set_defaults(run=run_list)
 
+    fetch = actions.add_parser("download", help="fetch a data set's official archives (verified, resumable)")
+    fetch.add_argument("name", metavar="NAME", help="cifar10, cifar100 or fashion-mnist")
+    fetch.add_argument("--data-dir", metavar="DIR", required=True, help="where to put it (then pass it as --data-dir)")
+    fetch.add_argument("--mirror", metavar="URL", help="fetch the same files from this base URL instead")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(run=run_download)
+
 
 def run_check(args: argparse.Namespace) -> int:
     print(check_dataset(args.name, args.data_dir).format())
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from nni_bio.data.download import download
+
+    root = download(args.name, args.data_dir, mirror=args.mirror, progress=not args.no_progress)
+    print(f"{args.name} is in {root}: use --data-dir {root}")
     return 0
 
 

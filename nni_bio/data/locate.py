@@ -60,5 +60,9 @@ def find_folder(name: str, data_dir: Path | None, subdirs: Sequence[str], requir
     lines += [f"  looked in {folder}: {why}" for folder, why in lacks.items()]
     lines.append(f"Point at the folder that contains {subdirs[0]}/ with get_dataset(..., data_dir=DIR), "
                  f"`nni-bio data check {name} --data-dir DIR` or the {DATA_DIR_ENV} environment variable. "
-                 "nni-bio never downloads data." + (f" {how_to_get}" if how_to_get else ""))
+                 "nni-bio never downloads data by itself." + (f" {how_to_get}" if how_to_get else ""))
+    from nni_bio.data.download import SOURCES
+
+    if name in SOURCES:
+        lines.append(f"Online? `nni-bio data download {name} --data-dir DIR` fetches the official files.")
     raise DataError("\n".join(lines))
