@@ -30,8 +30,11 @@ from nni_bio.errors import NniBioError
 
 
 def fixed_spec(model: str, *, rule: str = "backprop", rule_map: Mapping[str, str] | None = None,
-               width: int | None = None) -> dict[str, Any]:
-    return {"kind": "fixed", "model": model, "width": width, "rule": rule, "rule_map": dict(rule_map or {})}
+               width: int | None = None, model_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"kind": "fixed", "model": model, "width": width, "rule": rule, "rule_map": dict(rule_map or {})}
+    if model_args:  # timm: models' constructor arguments
+        spec["model_args"] = dict(model_args)
+    return spec
 
 
 def genotype_spec(genotype: Mapping[str, Any], *, width: int | None = None, cells: int | None = None,
@@ -102,7 +105,7 @@ def build_model(spec: Mapping[str, Any], dataset: str) -> nn.Module:
         from nni_bio.models import build_fixed_model
 
         return build_fixed_model(spec["model"], width=spec.get("width"), rule=spec.get("rule") or "backprop",
-                                 rule_map=spec.get("rule_map"), **shape)
+                                 rule_map=spec.get("rule_map"), model_args=spec.get("model_args"), **shape)
     if spec["kind"] != "genotype":
         raise NniBioError(f"unknown model spec kind {spec['kind']!r}: 'fixed' or 'genotype'")
     from nni_bio.search_spaces import space_class

@@ -30,6 +30,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,11 +117,12 @@ _RESNET = re.compile(r"^resnet(\d+)$")
 
 
 def fixed_model_names() -> list[str]:
-    return [*FIXED_MODELS, "resnet20", "resnet32", "resnet56 (any resnet<6n+2>)"]
+    return [*FIXED_MODELS, "resnet20", "resnet32", "resnet56 (any resnet<6n+2>)", "timm:<any timm model>"]
 
 
 def build_fixed_model(name: str, *, in_channels: int, num_classes: int, image_size: int, width: int | None = None,
-                      rule: str = _BP, rule_map: Mapping[str, str] | None = None) -> nn.Module:
+                      rule: str = _BP, rule_map: Mapping[str, str] | None = None,
+                      model_args: Mapping[str, Any] | None = None) -> nn.Module:
     """Build fixed network ``name`` with ``rule`` in every layer, then ``rule_map`` (fnmatch
     pattern over module names -> rule; first match wins) on top.
 
@@ -129,7 +131,16 @@ def build_fixed_model(name: str, *, in_channels: int, num_classes: int, image_si
     """
     options = {} if width is None else {"width": width}
     match = _RESNET.match(name)
-    if match:
+    if name.startswith("timm:"):  # nni_bio.timm_models: any timm model, its layers converted
+        from nni_bio.timm_models import build_timm
+
+        if width is not None:
+            raise NniBioError(f"{name}: --width applies to nni-bio's own models; pass a timm argument in model_args")
+        model = build_timm(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                           model_args=model_args)
+    elif model_args:
+        raise NniBioError(f"model_args apply to timm: models only, not {name!r}")
+    elif match:
         model: nn.Module = ResNet(int(match.group(1)), in_channels, num_classes, **options)
     elif name in FIXED_MODELS:
         model = FIXED_MODELS[name](in_channels, num_classes, image_size, **options)

@@ -188,3 +188,31 @@ def test_a_rule_that_cannot_build_a_depthwise_layer_leaves_it_and_says_so():
 def test_unknown_rule_names_fail_with_a_hint():
     with pytest.raises(nni_bio.UnknownRuleError, match="usf"):
         nni_bio.convert(nn.Linear(2, 2), {"*": "uSf2"})
+
+
+def test_nni_bio_train_takes_a_timm_model_with_a_rule_and_attack_rebuilds_it(tmp_path):
+    """`nni-bio train --model timm:NAME --rule R` on 28x28 grey images (no resizing: in_chans and, for a ViT,
+    img_size follow the data set), a per-layer --rule-map, and `nni-bio attack` rebuilding it from its spec."""
+    import json
+
+    from nni_bio.cli import main
+
+    out = tmp_path / "vit"
+    assert main(["train", "--model", "timm:vit_tiny_patch16_224", "--model-args", '{"patch_size": 4, "depth": 2}',
+                 "--rule", "usf", "--rule-map", '{"head": "dfa"}', "--dataset", "digits", "--epochs", "1",
+                 "--train-limit", "64", "--batch-size", "32", "--output", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "complete"
+    spec = json.loads((out / "spec.json").read_text())["model"]
+    assert spec["model"] == "timm:vit_tiny_patch16_224" and spec["model_args"]["patch_size"] == 4
+    assert main(["attack", str(out), "--attacks", "fgsm", "--eps", "0,0.1", "--num-images", "16",
+                 "--output", str(tmp_path / "attack")]) == 0
+    assert (tmp_path / "attack" / "attack.json").is_file()
+
+
+def test_a_timm_model_name_with_a_typo_gets_a_hint():
+    from nni_bio.errors import NniBioError
+    from nni_bio.timm_models import build_timm
+
+    with pytest.raises(NniBioError, match="did you mean .*resnet18"):
+        build_timm("timm:resnet18x", in_channels=3, num_classes=10, image_size=32)

@@ -37,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = net.add_mutually_exclusive_group(required=True)
     which.add_argument("--genotype", metavar="FILE", help="genotype JSON written by a search (genotype.json)")
     which.add_argument("--model", metavar="NAME",
-                       help="fixed network: tiny-cnn, small-cnn, lenet, resnet20 (any resnet<6n+2>)")
+                       help="fixed network: tiny-cnn, small-cnn, lenet, resnet20 (any resnet<6n+2>), or any timm "
+                            "model as timm:NAME (e.g. timm:resnet18; no weights are downloaded)")
+    net.add_argument("--model-args", metavar="JSON", default=None,
+                     help='timm:NAME constructor arguments, e.g. \'{"patch_size": 4}\' for a ViT on 32x32 images')
     net.add_argument("--rule", default=None, help="rule of every layer (default: backprop for --model; the "
                      "genotype's own rules for --genotype)")
     net.add_argument("--rule-map", metavar="JSON", default=None,
@@ -123,7 +126,15 @@ def spec_from_args(args: argparse.Namespace) -> dict:
     if args.model:
         if args.cells is not None or args.auxiliary or getattr(args, "preset", None):
             raise NniBioError("--cells, --auxiliary and --preset apply to --genotype networks only")
-        return fixed_spec(args.model, rule=args.rule or "backprop", rule_map=rule_map, width=args.width)
+        model_args = None
+        if getattr(args, "model_args", None):
+            from nni_bio.safe_json import read_json
+
+            model_args = read_json(args.model_args, what="--model-args", is_path=False)
+            if not isinstance(model_args, dict):
+                raise NniBioError(f"--model-args must be a JSON object, got {args.model_args!r}")
+        return fixed_spec(args.model, rule=args.rule or "backprop", rule_map=rule_map, width=args.width,
+                          model_args=model_args)
     genotype = read_genotype(args.genotype)
     if getattr(args, "preset", None):
         from nni_bio.search_spaces.darts_net import with_preset
