@@ -409,8 +409,8 @@ def ensure_manager_patched() -> None:
         patch_manager_listen_address()
     except (OSError, RuntimeError) as exc:
         raise NniBioError(f"NNI's manager lacks nni-bio's patches ({', '.join(manager_patches_missing())}) and they "
-                          f"cannot be applied here ({exc}); run `python -m nni_bio._compat patch-nni-manager` as the "
-                          "user who installed nni, then try again") from exc
+                          f"cannot be applied here ({exc}); run `nni-bio setup-nni` as the user who installed nni, "
+                          "then try again") from exc
 
 
 def lean_trial() -> None:

@@ -85,8 +85,24 @@ def test_nni_bio_refuses_to_run_an_unpatchable_manager_and_names_the_command(mon
         raise PermissionError(13, "Permission denied", "/usr/lib/python3/dist-packages/nni_node/rest_server/index.js")
 
     monkeypatch.setattr(_compat, "patch_manager_listen_address", read_only)
-    with pytest.raises(NniBioError, match="python -m nni_bio._compat patch-nni-manager"):
+    with pytest.raises(NniBioError, match="run `nni-bio setup-nni`"):
         _compat.ensure_manager_patched()
+
+
+def test_setup_nni_applies_the_patches_and_check_says_what_is_missing(monkeypatch, capsys):
+    from nni_bio.cli import main
+
+    missing = ["the manager listens on loopback only"]
+    monkeypatch.setattr(_compat, "manager_patches_missing", lambda node_dir=None: list(missing))
+    assert main(["setup-nni", "--check"]) == 1 and "lacks: the manager listens" in capsys.readouterr().out
+    calls = []
+    monkeypatch.setattr(_compat, "patch_v3_parameter_binding", lambda node_dir=None: calls.append("v3") or False)
+    monkeypatch.setattr(_compat, "patch_manager_listen_address", lambda node_dir=None: calls.append("listen") or True)
+    assert main(["setup-nni"]) == 0 and calls == ["v3", "listen"]
+    out = capsys.readouterr().out
+    assert "already patched: remote trials" in out and "patched: the manager listens" in out
+    missing.clear()
+    assert main(["setup-nni", "--check"]) == 0
 
 
 def experiment(tmp_path) -> str:
