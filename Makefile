@@ -1,5 +1,5 @@
 # The two commands of the README. Both create .venv on first use.
-.PHONY: run demo study test bench setup
+.PHONY: run demo study test bench setup docs
 
 setup:
 	@bash scripts/setup.sh
@@ -18,3 +18,6 @@ test: setup
 
 bench: setup
 	.venv/bin/python benchmarks/rule_overhead.py
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -f docs/mkdocs.yml

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment at .venv with nni-bio, its pinned dependencies
-# (constraints.txt), the test tools and the example plugin. Safe to run again: it skips the
+# (constraints.txt), the test and documentation tools and the example plugin. Safe to run again: it skips the
 # install when nothing it depends on changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ fi
 
 echo "setup: installing nni-bio and its pinned dependencies into .venv (first time: a few minutes)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-.venv/bin/pip install --quiet -c constraints.txt -e ".[test]"
+.venv/bin/pip install --quiet -c constraints.txt -e ".[test,docs]"
 for plugin in "${plugins[@]}"; do
     .venv/bin/pip install --quiet -c constraints.txt --no-deps -e "$(dirname "$plugin")"
 done
