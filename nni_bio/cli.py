@@ -15,7 +15,7 @@ from nni_bio.errors import NniBioError, OutputWriteError, write_failure
 
 #: sub-command modules, in the order ``nni-bio --help`` lists them
 COMMANDS = ["rules", "search", "study", "export_space", "demo", "data", "train", "attack", "report", "new_rule",
-            "setup_nni"]
+            "setup_nni", "examples"]
 
 
 def build_parser() -> argparse.ArgumentParser:
