@@ -15,6 +15,7 @@ SPACES = {
     "rule_per_layer": "nni_bio.search_spaces.rule_per_layer:RulePerLayerSpace",
     "darts": "nni_bio.search_spaces.darts:DartsSpace",
     "nb201": "nni_bio.search_spaces.nb201:NB201Space",
+    "timm_rules": "nni_bio.search_spaces.timm_rules:TimmRulesSpace",
 }
 
 

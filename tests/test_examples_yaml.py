@@ -110,11 +110,13 @@ def test_search_space_files_are_all_used():
     assert {p.name for p in EXAMPLES.glob("*.json")} <= used
 
 
-def test_the_halving_example_runs_its_whole_schedule():
-    """maxTrialNumber is what the successive-halving schedule needs: fewer would stop before the top rung."""
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "SuccessiveHalvingTuner" in p.read_text()], ids=lambda p: p.name)
+def test_halving_examples_run_their_whole_schedule(path):
+    """maxTrialNumber is what the successive-halving schedule needs: fewer would stop before the top rung, more
+    would leave the experiment waiting for trials the tuner never sends."""
     from nni_bio.strategies.halving import SuccessiveHalvingTuner
 
-    config = yaml.safe_load((EXAMPLES / "digits-halving.yml").read_text())
+    config = yaml.safe_load(path.read_text())
     tuner = SuccessiveHalvingTuner(**config["tuner"]["classArgs"])
     tuner.update_search_space(json.loads((EXAMPLES / config["searchSpaceFile"]).read_text()))
     assert config["maxTrialNumber"] == tuner.total_trials()
