@@ -37,6 +37,8 @@ def collect(config: StudyConfig, study_dir: Path) -> dict[str, dict[str, Any]]:
             name = "" if k == 0 else f" (repeat {k})"
             search = _read(stages.search_dir(study_dir, arm, k) / "search.json")
             if search:
+                if "trial_seed" not in search and (stages.search_dir(study_dir, arm, k) / "experiment.yml").is_file():
+                    search["trial_seed"] = stages.trial_seed(stages.search_dir(study_dir, arm, k))  # older folders
                 info["searches"][k] = search
             if reason := stages.failure(stages.search_dir(study_dir, arm, k)):
                 info["failures"].append(f"search{name}: {reason}")
@@ -207,9 +209,8 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
                  else "")
               + f", trial settings {json.dumps(config.search.train)}; what each arm's search ran is below.",
               f"- Random sources: every search's tuner is seeded with the study seed {config.seed}"
-              + (f" plus the repeat's index (repeats 0..{config.search.repeats - 1} of each searched arm; a repeat's "
-                 "trials also add its index to their seed, so each search sees its own weights, batches and split)"
-                 if config.search.repeats > 1 else "") + "; the train/"
+              + (f" plus the repeat's index (repeats 0..{config.search.repeats - 1} of each searched arm; "
+                 + _trial_seeds(arms) + ")" if config.search.repeats > 1 else "") + "; the train/"
               f"validation split is drawn with seed {config.search.train.get('seed', 0)} in search trials and "
               f"{config.retrain.args.get('split_seed', 0)} in retrainings; a search trial's weights and batches come "
               f"from seed {config.search.train.get('seed', 0)}, a retraining's from its own seed.",
@@ -528,20 +529,33 @@ def search_budgets(config: StudyConfig, arms: dict[str, dict[str, Any]]) -> list
         fidelity = (f"Every trial trained {config.search.epochs} epoch(s) on {images} training images with "
                     f"{augmentation}, and was scored on the validation split; the arm keeps its best-scoring network "
                     "(NNI trial or corner).")
-    lines = ["## What each search saw", "", fidelity, "", "| search | NNI trials (succeeded/run) | corners: validation "
-             "accuracy | trial epochs | minutes | kept |", "|---|---|---|---|---|---|"]
+    lines = ["## What each search saw", "", fidelity, "", "| search | seeds: tuner / trials | NNI trials (succeeded/run) "
+             "| corners: validation accuracy | trial epochs | minutes | kept |", "|---|---|---|---|---|---|---|"]
     for arm, info in arms.items():
         for k in range(len(info["runs"])):
             lines.append(_search_row(config, stages.run_name(arm, k), info["searches"].get(k)))
     return lines + [""]
 
 
+def _trial_seeds(arms: dict[str, dict[str, Any]]) -> str:
+    """What the repeated searches' trials were seeded with, as they ran (``trial_seed`` of each search)."""
+    seeds = {k: s.get("trial_seed") for info in arms.values() for k, s in info["searches"].items()
+             if s.get("trial_seed") is not None}
+    if len(set(seeds.values())) > 1:
+        return "a repeat's trials also add its index to their seed, so each search sees its own weights, batches and split"
+    if seeds:
+        return (f"their trials all ran with seed {next(iter(seeds.values()))}, so the searches differ in the networks "
+                "their tuners proposed only: the same network scores the same in every search")
+    return "no multi-trial search recorded its trials' seed"
+
+
 def _search_row(config: StudyConfig, arm: str, s: dict[str, Any] | None) -> str:
     """One row of "What each search saw"."""
     if not s:
-        return f"| {arm} | - | - | - | - | not searched (failed or not run) |"
+        return f"| {arm} | - | - | - | - | - | not searched (failed or not run) |"
     if s.get("architectures") == 1:
-        return f"| {arm} | none: the space holds 1 network | - | 0 | 0.0 | that network |"
+        return f"| {arm} | - | none: the space holds 1 network | - | 0 | 0.0 | that network |"
+    seeds = f"{s.get('tuner_seed', s.get('seed', '-'))} / {s.get('trial_seed', '-')}"
     trials = s.get("trials", [])
     corners = ", ".join(f"{c['arm']} {c['val_acc']:.4f}" for c in s.get("corners", []) if c.get("val_acc") is not None)
     if s.get("corners_unreachable"):
@@ -550,7 +564,7 @@ def _search_row(config: StudyConfig, arm: str, s: dict[str, Any] | None) -> str:
            f"{sum(t['status'] == 'SUCCEEDED' for t in trials)}/{len(trials)}")
     best = s.get("best_trial", "-")
     kept = f"{best} ({s['best_val_acc']:.4f})" if s.get("best_val_acc") is not None else str(best)
-    return (f"| {arm} | {ran} | {corners or '-'} | {s.get('trial_epochs', '-')} | "
+    return (f"| {arm} | {seeds} | {ran} | {corners or '-'} | {s.get('trial_epochs', '-')} | "
             f"{s.get('seconds', 0) / 60:.1f} | {kept} |")
 
 

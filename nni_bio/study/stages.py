@@ -207,6 +207,17 @@ def search_dir(study_dir: Path, arm: str, repeat: int = 0) -> Path:
     return study_dir / SEARCH / run_name(arm, repeat)
 
 
+def trial_seed(folder: Path) -> int:
+    """The seed a multi-trial search's trials ran with, read from its ``experiment.yml`` (what NNI ran)."""
+    import re
+
+    import yaml
+
+    command = yaml.safe_load((folder / "experiment.yml").read_text())["trialCommand"]
+    found = re.search(r"--seed (\d+)", command)
+    return int(found.group(1)) if found else 0
+
+
 def shared_augmentation(config: StudyConfig) -> dict[str, Any]:
     """The retraining's augmentation (``no_augment``, ``cutout``), which multi-trial search trials use too, so the
     search scores networks on the images the final recipe trains on."""
@@ -235,7 +246,7 @@ def experiment_yaml(config: StudyConfig, arm: str, folder: Path, slot: Slot, max
     """The NNI experiment that searches one arm (written to ``search/<arm>/experiment.yml``)."""
     tuner, fmt = _tuner(config, repeat, always)
     (folder / "search_space.json").write_text(json.dumps(space_file(config, arm, fmt), indent=2) + "\n")
-    module, arguments = trial_command(config, arm, slot, folder)
+    module, arguments = trial_command(config, arm, slot, folder, repeat)
     trial = [sys.executable, "-m", module, *arguments]
     return {
         "experimentName": f"nni-bio study {config.name}: arm {arm} ({', '.join(config.arms[arm])})"
@@ -376,7 +387,7 @@ def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, 
                "seconds": round(time.time() - started + corners["seconds"], 1), "top_epochs": top,
                "trial_epochs": sum(r["epochs"] for r in records) + config.search.epochs * (
                    0 if halving else len(corners["evaluated"])),
-               "tuner_seed": config.seed + repeat, "repeat": repeat,
+               "tuner_seed": config.seed + repeat, "trial_seed": trial_seed(folder), "repeat": repeat,
                "web_ui": f"nnictl view {exp_id} --experiment_dir {folder / 'nni'}"}
     if halving:
         summary["rungs"] = halving_rungs(config)[0]
