@@ -127,22 +127,31 @@ def supervise_trial(what: str = "trial") -> None:
     if launcher == 1:  # NNI died while this process was starting: init adopted it
         print(f"nni-bio {what}: the NNI process that started this trial is gone; not training", file=sys.stderr)
         os._exit(1)
-    child = os.fork()
-    if child == 0:
-        _die_with_parent(parent)
-        return
-    _die_with_parent(launcher)
     forwarded: list[int] = []
+    children: list[int] = []
 
     def forward(signum: int, _frame) -> None:
         forwarded.append(signum)
+        for pid in children:  # none yet when NNI cancels before the fork: passed on right after it
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}  # before the fork: no gap
+    child = os.fork()
+    if child == 0:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _die_with_parent(parent)
+        return
+    children.append(child)
+    for signum in list(forwarded):
         try:
             os.kill(child, signum)
         except ProcessLookupError:
             pass
-
-    for signum in _FORWARDED:
-        signal.signal(signum, forward)
+    _die_with_parent(launcher)
     _, status = os.waitpid(child, 0)  # retried after the handler (PEP 475)
     if forwarded:  # cancelled: die of the same signal, as NNI expects of a cancelled trial
         signal.signal(forwarded[0], signal.SIG_DFL)
