@@ -138,11 +138,12 @@ def supervise_trial(what: str = "trial") -> None:
             except ProcessLookupError:
                 pass
 
-    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}  # before the fork: no gap
+    for signum in _FORWARDED:  # before the fork: no gap in which a cancel is lost
+        signal.signal(signum, forward)
     child = os.fork()
-    if child == 0:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    if child == 0:  # the training obeys a forwarded cancel, even where the trial inherited it ignored (a background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _die_with_parent(parent)
         return
     children.append(child)

@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 import nni_bio.nas  # noqa: F401  (applies the shims)
 from nni_bio import _compat
 
@@ -90,7 +92,7 @@ time.sleep(60)
 """
 
 
-def supervised(tmp_path, mode: str, nni: bool = True):
+def supervised(tmp_path, mode: str, nni: bool = True, ignore_sigint: bool = False):
     """A process that calls supervise_trial as nni_bio.trial does, started as NNI would (NNI_TRIAL_JOB_ID)."""
     import os
     import subprocess
@@ -100,8 +102,13 @@ def supervised(tmp_path, mode: str, nni: bool = True):
     env = {k: v for k, v in os.environ.items() if k != "NNI_TRIAL_JOB_ID"}
     if nni:
         env["NNI_TRIAL_JOB_ID"] = "test"
+    import signal
+
+    def start() -> None:  # a background job of a non-interactive shell starts with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, str(script), mode], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=start)
     pid, ppid = map(int, proc.stdout.readline().split())
     return proc, pid, ppid
 
@@ -122,12 +129,13 @@ def test_supervised_trial_killed_by_a_signal_fails_with_the_reason_on_stderr(tmp
     assert f"test trial FAILED: the training process {pid} was killed by SIGKILL" in proc.stderr.read()
 
 
-def test_supervised_trial_cancelled_by_nni_dies_of_the_signal_with_its_child(tmp_path):
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["plain", "started-with-SIGINT-ignored"])
+def test_supervised_trial_cancelled_by_nni_dies_of_the_signal_with_its_child(tmp_path, ignore_sigint):
     import os
     import signal
     import time
 
-    proc, pid, _ = supervised(tmp_path, "sleep")
+    proc, pid, _ = supervised(tmp_path, "sleep", ignore_sigint=ignore_sigint)
     proc.send_signal(signal.SIGINT)  # NNI's cancel / early stop
     assert proc.wait(timeout=30) == -signal.SIGINT  # died of it: NNI still says USER_CANCELED / EARLY_STOPPED
     deadline = time.monotonic() + 10

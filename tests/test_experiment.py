@@ -358,8 +358,10 @@ def test_the_follower_survives_its_terminal_closing(tmp_path):
     import sys
 
     log = tmp_path / "follow.log"
+    import signal
+
     done = subprocess.run([sys.executable, "-c", SIGHUP_SCRIPT, str(log)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # not nohup'd
     assert done.returncode == 0, done.stderr  # SIGHUP's default action would have killed it (-1)
     assert done.stdout == "before\n"
     text = log.read_text()
