@@ -23,7 +23,7 @@ def example_files() -> dict[str, bytes]:
     root = resources.files("nni_bio.examples")
     found: dict[str, bytes] = {}
     for entry in root.iterdir():
-        if entry.is_file() and entry.name.endswith(SUFFIXES):
+        if entry.is_file() and entry.name.endswith(SUFFIXES) and not entry.name.startswith("__"):
             found[entry.name] = entry.read_bytes()
         elif entry.name == "studies" and entry.is_dir():
             found.update({f"studies/{f.name}": f.read_bytes() for f in entry.iterdir()

@@ -1,0 +1,1 @@
+"""Study files for ``nni-bio study`` (shipped as ``nni_bio.examples.studies``)."""
