@@ -425,8 +425,11 @@ def proxy_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> lis
         agree = rank_agreement([_rungs(config, r)[str(epochs)] for r in at], [r["final_val_acc"] for r in at])
         if not math.isnan(agree.tau_low) and not math.isnan(agree.rho_low):
             judged = (epochs, agree)
-        lines.append(f"| {epochs} epoch(s) | {agree.n} | {agree.tau:+.2f} ({_interval(agree.tau_low, agree.tau_high)}) "
-                     f"| {agree.rho:+.2f} ({_interval(agree.rho_low, agree.rho_high)}) |")
+        perfect = abs(agree.tau) > 1 - 1e-9 and agree.n >= 2
+        tau_text = (f"perfect order (by chance: 1 in {math.factorial(agree.n):,})" if perfect
+                    else _interval(agree.tau_low, agree.tau_high))
+        rho_text = "the Fisher interval is degenerate at +-1" if perfect else _interval(agree.rho_low, agree.rho_high)
+        lines.append(f"| {epochs} epoch(s) | {agree.n} | {agree.tau:+.2f} ({tau_text}) | {agree.rho:+.2f} ({rho_text}) |")
     if judged is None:
         sentence = ("**Whether the proxy can be trusted cannot be said**: no fidelity trained enough of these candidates "
                     "(5) for an interval.")
@@ -435,8 +438,10 @@ def proxy_section(config: StudyConfig, study_dir: Path, report_dir: Path) -> lis
         where = ("the fidelity the search chooses by" if epochs == rungs[-1] else
                  f"the highest fidelity with enough candidates for an interval (the top rung, {rungs[-1]} epochs, "
                  "trained too few)")
-        sentence = (f"**The proxy can be trusted to rank these networks**: at {where}, {epochs} epochs, both intervals "
-                    "lie above zero." if agree.rho_low > 0 and agree.tau_low > 0 else
+        sentence = (f"**The proxy can be trusted to rank these networks**: at {where}, {epochs} epochs, " + (
+                    f"it ranks the {agree.n} candidates in exactly their final order (a chance of 1 in "
+                    f"{math.factorial(agree.n):,} if it ranked them at random)." if agree.tau > 1 - 1e-9 else
+                    "both intervals lie above zero.") if agree.rho_low > 0 and agree.tau_low > 0 else
                     f"**The proxy cannot be trusted to rank these networks**: at {where}, {epochs} epochs, an interval "
                     "reaches zero or below, so the search's choice says little about which network is best after full "
                     "training.")
