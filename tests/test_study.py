@@ -780,3 +780,19 @@ def test_a_repeated_search_runs_its_trials_and_its_tuner_with_seeds_of_its_own(t
         (folder / "experiment.yml").write_text(yaml.safe_dump(experiment))
         assert experiment["tuner"]["classArgs"]["seed"] == 3 + k
         assert stages.trial_seed(folder) == 10 + k and f"--seed {10 + k}" in experiment["trialCommand"]
+
+
+def test_parallel_proxy_tasks_choose_the_candidates_once(tmp_path):
+    """The proxy tasks run in parallel threads; they used to write candidates.json at the same time and one of
+    them failed with 'cannot write (No such file or directory)'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nni_bio.study import stages
+
+    config = parse_study(raw(search={"strategy": "random", "proxy_check": 6}))
+    trials = [{"id": f"t{i}", "status": "SUCCEEDED", "val_acc": 0.1 * i, "sample": {"fc": f"r{i}"}} for i in range(8)]
+    (tmp_path / "search" / "mixed").mkdir(parents=True)
+    (tmp_path / "search" / "mixed" / "search.json").write_text(json.dumps({"trials": trials}))
+    with ThreadPoolExecutor(8) as pool:
+        chosen = list(pool.map(lambda _: stages.proxy_candidates(config, tmp_path), range(32)))
+    assert all(c == chosen[0] for c in chosen) and len(chosen[0]) == 6

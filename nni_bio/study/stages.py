@@ -607,6 +607,14 @@ def proxy_candidates(config: StudyConfig, study_dir: Path) -> list[dict[str, Any
     """The compared arm's best ``search.proxy_check`` distinct networks by search score (NNI trials and corners,
     so the one-rule networks are among them when they score so), with their score at every fidelity (rung) the
     search trained them at; chosen once, in ``proxy/candidates.json``."""
+    with _proxy_lock:  # the proxy tasks run in parallel threads: the first one chooses, the others read its choice
+        return _proxy_candidates(config, study_dir)
+
+
+_proxy_lock = threading.Lock()
+
+
+def _proxy_candidates(config: StudyConfig, study_dir: Path) -> list[dict[str, Any]]:
     path = study_dir / PROXY / "candidates.json"
     if path.is_file():
         return json.loads(path.read_text())
