@@ -278,7 +278,7 @@ def test_the_proxy_check_gives_one_row_per_rung_of_a_multi_fidelity_search(tmp_p
     (tmp_path / "search" / "mixed" / "search.json").write_text(json.dumps({"trials": trials, "corners": corners}))
     chosen = stages.proxy_candidates(config, tmp_path)
     assert [c["id"] for c in chosen] == ["b3", "b4", "b5", "b6", "b7", "corner:usf"]
-    assert chosen[0]["rungs"] == {"1": 0.30000000000000004, "3": 0.7} and chosen[0]["search_epochs"] == 3
+    assert chosen[0]["rungs"] == {"1": pytest.approx(0.3), "3": pytest.approx(0.7)} and chosen[0]["search_epochs"] == 3
     for index, candidate in enumerate(chosen):  # final = the rung-1 order
         run = stages.proxy_dir(tmp_path, index) / "run"
         run.mkdir(parents=True)
