@@ -183,11 +183,15 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-#: NNI 3.0's v3 training services (``remote``) seen through the v1 interface
+#: NNI 3.0's v3 training services (``local``, ``remote``) seen through the v1 interface
 _V3_COMPAT_JS = ("training_service", "v3", "compat.js")
-_V3_PATCH_MARK = "nni-bio: parameters bound to their trial"
+#: the first version of the patch (bound, not marked): upgraded in place
+_V3_PATCH_V1_MARK = "nni-bio: parameters bound to their trial"
+_V3_PATCH_MARK = "nni-bio: parameters bound to their trial and marked"
+#: the key the patched manager adds to every parameter record it sends; a trial without it refuses to run
+BOUND_KEY = "nni_bio_bound"
 #: (NNI's text, the patched text) in ``compat.js``; every piece must match exactly once
-_V3_PATCH = (
+_V3_PATCH_V1 = (
     ("""        if (trialId === null) {
             this.parameters.push(form.hyperParameters.value);
         }
@@ -222,6 +226,25 @@ _V3_PATCH = (
     nniBioWaiting = new Set();
 """),
 )
+_V3_PATCH = tuple((old, new.replace("sendParameter(trialId, form.hyperParameters.value)",
+                                     "sendParameter(trialId, nniBioBound(form.hyperParameters.value))"))
+                  for old, new in _V3_PATCH_V1) + (
+    ("""                await this.v3.sendParameter(trialId, this.allocatedParameters.get(trialId));""",
+     """                await this.v3.sendParameter(trialId, nniBioBound(this.allocatedParameters.get(trialId)));"""),
+)
+_V3_PATCH_APPENDED = f"""
+// {_V3_PATCH_MARK}: every parameter record sent carries "{BOUND_KEY}": true, so a trial can tell
+function nniBioBound(value) {{
+    try {{
+        const record = JSON.parse(value);
+        record.{BOUND_KEY} = true;
+        return JSON.stringify(record);
+    }}
+    catch (error) {{
+        return value;
+    }}
+}}
+"""
 
 
 def nni_node_dir() -> str:
@@ -250,7 +273,32 @@ def patch_v3_parameter_binding(node_dir: str | None = None) -> bool:
     file, False when it was patched already; raises RuntimeError when the file is not NNI 3.0's.
     """
     path = os.path.join(node_dir or nni_node_dir(), *_V3_COMPAT_JS)
-    return _patch_text(path, _V3_PATCH, "", _V3_PATCH_MARK, "bind trial parameters")
+    return _patch_text(path, _V3_PATCH, _V3_PATCH_APPENDED, _V3_PATCH_MARK, "bind trial parameters",
+                       previous=(_V3_PATCH_V1, _V3_PATCH_V1_MARK))
+
+
+def check_parameters_bound() -> None:
+    """Refuse to train parameters that an NNI manager without nni-bio's patch handed out.
+
+    Call after ``nni.get_next_parameter()``. NNI 3.0's manager (``V3asV1``, the ``local`` and ``remote``
+    platforms) gives queued parameters to whichever trial asks first, so with ``trialConcurrency`` > 1 a
+    trial can train another trial's architecture while the web UI and the results pair them wrongly.
+    The patched manager marks each record it binds (``BOUND_KEY``); a trial on that channel without the
+    mark was started by an unpatched manager (plain ``nnictl create`` after ``pip install``), and stops
+    here, naming the command that fixes it. Other channels (NNI's standalone mode, tests) are not checked.
+    """
+    from nni_bio.errors import NniBioError
+
+    channel = os.environ.get("NNI_TRIAL_COMMAND_CHANNEL", "")
+    if not channel or channel.startswith("import://"):
+        return
+    import nni.trial
+
+    record = getattr(nni.trial, "_params", None)  # the whole record NNI received; get_next_parameter returns a part
+    if isinstance(record, dict) and not record.get(BOUND_KEY):
+        raise NniBioError("this trial's parameters came from an NNI manager without nni-bio's patch, which with "
+                          "trialConcurrency > 1 can hand a trial another trial's architecture: run `nni-bio setup-nni` "
+                          "on the machine that runs nnictl, then start the experiment again")
 
 
 #: the environment variable the patched manager reads: the addresses its REST server binds, comma separated
@@ -339,12 +387,22 @@ _LISTEN_PATCHES = (
 )
 
 
-def _patch_text(path: str, pieces: tuple[tuple[str, str], ...], appended: str, mark: str, what: str) -> bool:
-    """Replace each piece (each must occur exactly once) and append ``appended``; atomic, idempotent."""
+def _patch_text(path: str, pieces: tuple[tuple[str, str], ...], appended: str, mark: str, what: str,
+                previous: tuple[tuple[tuple[str, str], ...], str] | None = None) -> bool:
+    """Replace each piece (each must occur exactly once) and append ``appended``; atomic, idempotent.
+
+    ``previous``: (pieces, mark) of an earlier version of the patch; a file carrying it is reverted first.
+    """
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if mark in text:
         return False
+    if previous is not None and previous[1] in text:
+        for old, new in previous[0]:
+            if text.count(new) != 1:
+                raise RuntimeError(f"{path} carries an earlier nni-bio patch that cannot be undone ({new.strip()[:60]!r})"
+                                   f"; reinstall nni=={NNI_VERSION} and run `nni-bio setup-nni`")
+            text = text.replace(new, old)
     for old, new in pieces:
         if text.count(old) != 1:
             raise RuntimeError(f"{path} is not NNI {NNI_VERSION}'s: cannot {what} ({old.strip()[:60]!r})")
@@ -461,7 +519,7 @@ if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard|patch-n
         sys.exit(worker_pip_guard())
     if sys.argv[1:] == ["patch-nni-manager"]:  # scripts/setup.sh
         changed = patch_v3_parameter_binding()
-        print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: remote trials get their own "
+        print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: trials get their own "
               f"parameters ({os.path.join(nni_node_dir(), *_V3_COMPAT_JS)})")
         changed = patch_manager_listen_address()
         print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: it listens on 127.0.0.1 (plus "

@@ -8,6 +8,7 @@ names in a deterministic order, so samples, exported genotypes and the NNI web U
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,18 +22,35 @@ from torch import nn  # noqa: E402
 
 from nni_bio._registry import get_rule  # noqa: E402
 from nni_bio.errors import NniBioError  # noqa: E402
-from nni_bio.candidates import OpBuilder, check_rules, op_rule_candidates  # noqa: E402
+from nni_bio.candidates import (OpBuilder, canonical_candidate, changes_first_layer, check_rules,  # noqa: E402
+                                input_layer_rules, op_rule_candidates)
 
-__all__ = ["InvalidSampleError", "LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "search_space_json", "freeze"]
+__all__ = ["InvalidSampleError", "LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "rule_layer",
+           "search_space_json", "freeze", "input_layer_labels"]
 
 
-def rule_choice(kind: str, *, rules: Iterable[str], label: str, **shape: Any) -> LayerChoice:
+def rule_layer(kind: str, rule: str, **shape: Any) -> nn.Module:
+    """One ``kind`` (``"linear"`` or ``"conv2d"``) layer trained by ``rule``; ``shape`` as for ``rule.linear``/``rule.conv2d``."""
+    built = get_rule(rule)
+    if kind == "linear":
+        return built.linear(**shape)
+    if kind == "conv2d":
+        conv = dict(shape)
+        return built.conv2d(conv.pop("in_channels"), conv.pop("out_channels"), conv.pop("kernel_size"), **conv)
+    raise ValueError(f"kind must be 'linear' or 'conv2d', not {kind!r}")
+
+
+def rule_choice(kind: str, *, rules: Iterable[str], label: str, input_layer: bool = False,
+                **shape: Any) -> LayerChoice | nn.Module:
     """A layer whose learning rule is searched: one candidate per rule, keyed by rule name.
 
     Args:
         kind: ``"linear"`` or ``"conv2d"``.
         rules: rule names (any registered rule, plugins included).
         label: the NNI label (the key in samples and in the search-space JSON).
+        input_layer: the network's first weight layer: its error-only rules are one candidate, keyed ``kind``
+            (its update is the exact local gradient under each of them); with nothing else to choose, the
+            layer itself is returned, not a choice.
         **shape: the layer's arguments, as for ``rule.linear`` / ``rule.conv2d``.
 
     Example:
@@ -41,24 +59,31 @@ def rule_choice(kind: str, *, rules: Iterable[str], label: str, **shape: Any) ->
         >>> list(layer.names)
         ['fa', 'usf']
     """
-    candidates = {}
-    for name in check_rules(rules):
-        rule = get_rule(name)
-        if kind == "linear":
-            candidates[name] = rule.linear(**shape)
-        elif kind == "conv2d":
-            conv = dict(shape)
-            candidates[name] = rule.conv2d(conv.pop("in_channels"), conv.pop("out_channels"),
-                                           conv.pop("kernel_size"), **conv)
-        else:
-            raise ValueError(f"kind must be 'linear' or 'conv2d', not {kind!r}")
-    return LayerChoice(candidates, label=label)
+    names = input_layer_rules(rules) if input_layer else check_rules(rules)
+    candidates = {(name if not input_layer or changes_first_layer(name) else kind): rule_layer(kind, name, **shape)
+                  for name in names}
+    if input_layer and len(candidates) == 1:
+        return next(iter(candidates.values()))
+    choice = LayerChoice(candidates, label=label)
+    choice.input_layer = input_layer
+    return choice
 
 
 def op_rule_choice(ops: Mapping[str, OpBuilder], *, rules: Iterable[str], label: str,
-                   parameter_free: Iterable[str] = ()) -> LayerChoice:
-    """A slot whose op and rule are searched together (candidates ``op@rule``; parameter-free ops once)."""
-    return LayerChoice(op_rule_candidates(ops, rules, parameter_free), label=label)
+                   parameter_free: Iterable[str] = (), input_layer: bool = False) -> LayerChoice:
+    """A slot whose op and rule are searched together (candidates ``op@rule``; parameter-free ops once).
+
+    ``input_layer=True``: the network's first weight layer, whose candidates under error-only rules are named
+    by the op alone (:func:`nni_bio.candidates.op_rule_candidates`).
+    """
+    choice = LayerChoice(op_rule_candidates(ops, rules, parameter_free, input_layer=input_layer), label=label)
+    choice.input_layer = input_layer
+    return choice
+
+
+def input_layer_labels(space: nn.Module) -> set[str]:
+    """The labels of ``space``'s first-weight-layer choices (made with ``input_layer=True``)."""
+    return {m.label for m in space.modules() if isinstance(m, LayerChoice) and getattr(m, "input_layer", False)}
 
 
 def search_space_json(space: ModelSpace) -> dict[str, dict]:
@@ -80,6 +105,10 @@ class InvalidSampleError(NniBioError, ValueError):
     """A sample or genotype names a candidate its space does not offer (or lacks a slot)."""
 
 
+class FirstLayerNote(UserWarning):
+    """A sample named an error-only rule in a first weight layer; it was read as the op alone."""
+
+
 def freeze(space: ModelSpace, sample: Mapping[str, Any]) -> nn.Module:
     """The concrete network of ``space`` for ``sample``.
 
@@ -97,6 +126,12 @@ def freeze(space: ModelSpace, sample: Mapping[str, Any]) -> nn.Module:
     for label, mutable in mutables.items():  # an HPO tuner gives an input choice as an index
         if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1 and isinstance(sample[label], int):
             sample[label] = [sample[label]]
+        canonical = canonical_candidate(sample[label], mutable.values) if isinstance(mutable, Categorical) else None
+        if canonical is not None and label in input_layer_labels(space):
+            warnings.warn(f"slot {label!r} is the first weight layer: under every error-only rule its update is the "
+                          f"exact local gradient, so {sample[label]!r} is read as {canonical!r}", FirstLayerNote,
+                          stacklevel=2)
+            sample[label] = canonical
         if isinstance(mutable, Categorical) and sample[label] not in mutable.values:
             raise InvalidSampleError(f"slot {label!r}: {sample[label]!r} is not offered by this space; its candidates: "
                                      f"{', '.join(map(str, mutable.values))}")

@@ -67,9 +67,11 @@ def next_sample(given: str | None) -> dict[str, Any]:
         return read_json(given, what="--sample", schema=sample_schema, is_path=False)
     import nni
 
+    from nni_bio import _compat
     from nni_bio.experiment import unwrap_choice
 
     sample = nni.get_next_parameter()
+    _compat.check_parameters_bound()
     if not sample:
         raise NniBioError("no architecture to train: run under nnictl, or pass --sample '{\"label\": \"candidate\", ...}'")
     return {label: unwrap_choice(value) for label, value in sample.items()}

@@ -4,9 +4,9 @@ rule is searched.
 Depth 6n+2: a 3x3 stem conv, three stages of n basic blocks (widths w, 2w, 4w; stride 2 at the
 start of stages 2 and 3, with a 1x1 projection shortcut there) and a linear classifier. Every conv
 and the classifier carry their own rule choice, labelled by position (``s2b0c1``, ``s2b0proj``,
-``fc``...). The stem sees only the image, so it offers just
-:func:`~nni_bio.candidates.input_layer_rules` (one rule, unsearched, unless a rule with its own
-update such as a Hebbian plugin is offered). BatchNorm, ReLU, pooling and the residual adds stay exact, as in every rule.
+``fc``...). The stem sees only the image: every error-only rule gives it the exact local gradient, so
+it is not searched unless a rule with its own update (a Hebbian plugin) is offered; then its choice
+names the error-only candidate ``conv2d``. BatchNorm, ReLU, pooling and the residual adds stay exact, as in every rule.
 
 Example:
     >>> from nni_bio.search_spaces.rule_per_layer import RulePerLayerSpace
@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from nni_bio._registry import get_rule
-from nni_bio.candidates import input_layer_rules
 from nni_bio.nas import ModelSpace, rule_choice
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
@@ -61,12 +60,8 @@ class RulePerLayerSpace(GenotypeMixin, ModelSpace):
         if (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 (8, 14, 20, 32, 56, ...), got {depth}")
         n, rules = (depth - 2) // 6, list(rules)
-        stem_rules = input_layer_rules(rules)
-        if len(stem_rules) == 1:
-            self.stem = get_rule(stem_rules[0]).conv2d(in_channels, width, 3, padding=1, bias=False)
-        else:
-            self.stem = rule_choice("conv2d", rules=stem_rules, label="stem", in_channels=in_channels,
-                                    out_channels=width, kernel_size=3, padding=1, bias=False)
+        self.stem = rule_choice("conv2d", rules=rules, label="stem", in_channels=in_channels, out_channels=width,
+                                kernel_size=3, padding=1, bias=False, input_layer=True)
         self.bn = nn.BatchNorm2d(width)
         blocks, c_in = [], width
         for stage in range(3):

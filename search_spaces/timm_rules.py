@@ -10,14 +10,15 @@ model takes one, image size (:func:`nni_bio.timm_models.build_timm`); ``model_ar
 top-level children holding weight layers (``granularity="stage"``: ResNet's ``conv1``, ``layer1``..``layer4``,
 ``fc``; ViT's ``patch_embed``, ``blocks``, ``head``), or with ``granularity="block"`` the children of its
 top-level ``Sequential``/``ModuleList`` containers too (``layer1.0``, ``layer1.1``, ..., ``blocks.0``, ...).
-Labels are the module names with ``_`` for ``.``. A group that is the network's first weight layer alone offers
-:func:`~nni_bio.candidates.input_layer_rules` only (its rule cannot change training).
+Labels are the module names with ``_`` for ``.``. A group that is the network's first weight layer alone is
+not searched (every error-only rule gives it the exact local gradient) unless a rule with its own update is
+offered; then its error-only candidate is named by the layer kind (``conv2d``).
 
 Example:
     >>> from nni_bio.search_spaces.timm_rules import TimmRulesSpace
     >>> space = TimmRulesSpace("resnet10t", in_channels=1, num_classes=10, image_size=28, rules=["fa", "usf"])
     >>> sorted(space.simplify())
-    ['conv1', 'fc', 'layer1', 'layer2', 'layer3', 'layer4']
+    ['fc', 'layer1', 'layer2', 'layer3', 'layer4']
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nni_bio.candidates import check_rules, input_layer_rules
-from nni_bio.layers import RuleLayer
+from nni_bio.candidates import changes_first_layer, check_rules, input_layer_rules
+from nni_bio.layers import RuleLayer, RuleLinear
 from nni_bio.nas import LayerChoice, ModelSpace
 from nni_bio.search_spaces._genotype import GenotypeMixin
 from nni_bio._registry import get_rule
@@ -81,13 +82,20 @@ class TimmRulesSpace(GenotypeMixin, ModelSpace):
             net = build_timm(model, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                              model_args=model_args)
         first = next(name for name, m in net.named_modules() if isinstance(m, RuleLayer))
+        kind = "linear" if isinstance(net.get_submodule(first), RuleLinear) else "conv2d"
         for group in rule_groups(net, granularity):
             part = net.get_submodule(group)
             layers = [n for n, m in part.named_modules(prefix=group) if isinstance(m, RuleLayer)]
             alone = layers == [first]  # the first weight layer, on its own: only rules that change its training
             offered = input_layer_rules(rules) if alone else rules
-            candidates = {rule: _with_rule(copy.deepcopy(part), rule) for rule in offered}
-            net.set_submodule(group, LayerChoice(candidates, label=group.replace(".", "_")))
+            candidates = {(kind if alone and not changes_first_layer(rule) else rule): _with_rule(copy.deepcopy(part), rule)
+                          for rule in offered}
+            if alone and len(candidates) == 1:
+                net.set_submodule(group, next(iter(candidates.values())))
+                continue
+            choice = LayerChoice(candidates, label=group.replace(".", "_"))
+            choice.input_layer = alone
+            net.set_submodule(group, choice)
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

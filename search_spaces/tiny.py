@@ -9,8 +9,9 @@
 ``kind="mlp"``: two hidden layers and the output layer, each with a searchable rule, and a
 searchable activation.
 
-The first weight layer (``conv1``, ``fc1``) offers only :func:`~nni_bio.candidates.input_layer_rules`:
-every error-only rule trains it identically (its input is the image), so they collapse into one.
+The first weight layer (``conv1``, ``fc1``) is built with ``input_layer=True``: every error-only rule
+trains it identically (its input is the image), so they collapse into one candidate per op, named by
+the op alone (``conv_3x3``), and ``fc1`` is searched only when a rule with its own update is offered.
 
 Example:
     >>> from nni_bio.search_spaces.tiny import TinySpace
@@ -27,7 +28,6 @@ import torch
 from torch import nn
 
 from nni_bio._registry import get_rule
-from nni_bio.candidates import input_layer_rules
 from nni_bio.nas import LayerChoice, ModelSpace, op_rule_choice, rule_choice
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
@@ -54,11 +54,10 @@ class TinySpace(GenotypeMixin, ModelSpace):
                  rules: Sequence[str] = DEFAULT_RULES, kind: str = "cnn"):
         super().__init__()
         rules = list(rules)
-        first_rules = input_layer_rules(rules)
         self.kind = kind
         if kind == "cnn":
             self.conv1 = op_rule_choice({"conv_3x3": _conv(in_channels, width, 3), "conv_5x5": _conv(in_channels, width, 5)},
-                                        rules=first_rules, label="conv1")
+                                        rules=rules, label="conv1", input_layer=True)
             self.bn1 = nn.BatchNorm2d(width)
             self.conv2 = op_rule_choice({"conv_3x3": _conv(width, width, 3), "sep_conv_3x3": _sep_conv(width, 3),
                                          "skip_connect": lambda rule: nn.Identity()},
@@ -68,11 +67,8 @@ class TinySpace(GenotypeMixin, ModelSpace):
             self.fc = rule_choice("linear", rules=rules, label="fc", in_features=width * pooled, out_features=num_classes)
         elif kind == "mlp":
             features = in_channels * image_size * image_size
-            if len(first_rules) == 1:
-                self.fc1 = get_rule(first_rules[0]).linear(features, width * 4)
-            else:
-                self.fc1 = rule_choice("linear", rules=first_rules, label="fc1", in_features=features,
-                                       out_features=width * 4)
+            self.fc1 = rule_choice("linear", rules=rules, label="fc1", in_features=features, out_features=width * 4,
+                                   input_layer=True)
             self.act = LayerChoice({"relu": nn.ReLU(), "tanh": nn.Tanh()}, label="activation")
             self.fc2 = rule_choice("linear", rules=rules, label="fc2", in_features=width * 4, out_features=width * 4)
             self.fc = rule_choice("linear", rules=rules, label="fc", in_features=width * 4, out_features=num_classes)

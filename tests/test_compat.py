@@ -1,5 +1,6 @@
 """Every NNI 3.0 shim in nni_bio._compat does what it claims."""
 
+import os
 import sys
 
 import pytest
@@ -29,7 +30,7 @@ def test_raw_format_freeze_copies_the_sample():
     from nni_bio.search_spaces.tiny import TinySpace
 
     space = RawFormatModelSpace.from_model(TinySpace(rules=["usf", "fa"], width=4))
-    sample = {"conv1": "conv_3x3@fa", "conv2": "skip_connect", "fc": "usf"}
+    sample = {"conv1": "conv_3x3", "conv2": "skip_connect", "fc": "usf"}
     frozen = space.freeze(sample)
     sample.clear()  # GridSearch empties its shared dict after handing it out
     assert frozen.sample["fc"] == "usf"
@@ -176,7 +177,8 @@ Object.assign(ts, { config: { trialCommand: 'python -m nni_bio.trial' }, v3, emi
 (async () => {
     await ts.start();
     for (const seq of [0, 1, 2]) {
-        await ts.submitTrialJob({ sequenceId: seq, hyperParameters: { value: `p${seq}`, index: 0 } });
+        const value = JSON.stringify({ parameter_id: seq, parameters: { slot: `p${seq}` } });
+        await ts.submitTrialJob({ sequenceId: seq, hyperParameters: { value, index: 0 } });
     }
     await onRequest('trial2');  // the later trial finished starting up first
     await onRequest('trial0');
@@ -199,8 +201,53 @@ def test_remote_trials_get_the_parameters_the_manager_records_for_them(tmp_path)
     done = subprocess.run([os.path.join(node_dir, "node"), str(script)], cwd=node_dir, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "NODE_PATH": node_dir})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(json.loads(done.stdout.strip().splitlines()[-1])) == [
-        ["trial0", "p0"], ["trial1", "p1"], ["trial2", "p2"]]
+    sent = sorted((trial, json.loads(record)) for trial, record in json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [(trial, record["parameters"]["slot"]) for trial, record in sent] == [
+        ("trial0", "p0"), ("trial1", "p1"), ("trial2", "p2")]
+    assert all(record[_compat.BOUND_KEY] is True for _, record in sent)  # so each trial can tell
+
+
+def _unpatched_compat_js(tmp_path):
+    """NNI 3.0's own compat.js (the installed one with nni-bio's patch undone) in a folder laid out like nni_node."""
+    text = open(os.path.join(_compat.nni_node_dir(), *_compat._V3_COMPAT_JS), encoding="utf-8").read()
+    for pieces, appended in ((_compat._V3_PATCH, _compat._V3_PATCH_APPENDED), (_compat._V3_PATCH_V1, "")):
+        if all(text.count(new) == 1 for _, new in pieces) and text.endswith(appended):
+            text = text[:len(text) - len(appended)] if appended else text
+            for old, new in pieces:
+                text = text.replace(new, old)
+            break
+    path = tmp_path.joinpath(*_compat._V3_COMPAT_JS)
+    path.parent.mkdir(parents=True)
+    path.write_text(text, encoding="utf-8")
+    return path, text
+
+
+def test_the_first_version_of_the_binding_patch_is_upgraded_in_place(tmp_path):
+    path, original = _unpatched_compat_js(tmp_path)
+    assert _compat._V3_PATCH_V1_MARK not in original
+    assert _compat.patch_v3_parameter_binding(str(tmp_path)) is True
+    fresh = path.read_text()
+    path.write_text(original)  # what an earlier nni-bio left: bound, not marked
+    assert _compat._patch_text(str(path), _compat._V3_PATCH_V1, "", _compat._V3_PATCH_V1_MARK, "bind") is True
+    assert _compat._V3_PATCH_MARK not in path.read_text()
+    assert _compat.patch_v3_parameter_binding(str(tmp_path)) is True
+    assert path.read_text() == fresh and _compat.patch_v3_parameter_binding(str(tmp_path)) is False
+
+
+def test_a_trial_refuses_parameters_an_unpatched_manager_handed_out(monkeypatch):
+    import nni.trial
+    import pytest
+
+    from nni_bio.errors import NniBioError
+
+    monkeypatch.setattr(nni.trial, "_params", {"parameter_id": 0, "parameters": {"fc": "usf"}})
+    monkeypatch.delenv("NNI_TRIAL_COMMAND_CHANNEL", raising=False)
+    _compat.check_parameters_bound()  # standalone (no NNI channel): nothing to check
+    monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL", "ws://127.0.0.1:8080/platform/local/trial")
+    with pytest.raises(NniBioError, match=r"without nni-bio's patch.*nni-bio setup-nni"):
+        _compat.check_parameters_bound()
+    monkeypatch.setattr(nni.trial, "_params", {"parameter_id": 0, "parameters": {"fc": "usf"}, _compat.BOUND_KEY: True})
+    _compat.check_parameters_bound()
 
 
 def test_v3_parameter_binding_refuses_a_manager_it_does_not_know(tmp_path):

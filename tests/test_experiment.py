@@ -132,7 +132,7 @@ def test_search_reports_what_a_one_shot_trial_s_number_is(monkeypatch, capsys):
 
     record = SimpleNamespace(val_acc=0.98, derived_val_acc=0.2425, epoch=15)
     result = SimpleNamespace(history=[record], final=record, strategy="darts",
-                             sample={"conv1": "conv_3x3@fa", "conv2": "skip_connect", "fc": "usf"})
+                             sample={"conv1": "conv_3x3", "conv2": "skip_connect", "fc": "usf"})
     final = final_metrics(result, SimpleNamespace(final=SimpleNamespace(val_acc=0.9125)), 5)
     trial = decode_trial(rest_trial("t1", "SUCCEEDED", {"strategy": "darts"}, final))
     monkeypatch.setattr(ex, "create", lambda *a, **k: None)
@@ -166,10 +166,10 @@ def test_one_shot_progress_is_built_from_intermediate_results():
 
     records = [metric_record("t1", 2, epoch_metrics(0.81, 0.70)), metric_record("t1", 0, epoch_metrics(0.5, 0.4)),
                metric_record("t1", 1, epoch_metrics(0.7, 0.6)), metric_record("t1", 0, {"default": 0.9}, "FINAL")]
-    sample = {"fc": "usf", "conv1": "conv_3x3@fa", "conv2": "skip_connect"}
+    sample = {"fc": "usf", "conv1": "conv_3x3", "conv2": "skip_connect"}
     assert oneshot_progress("t1", records, 15, sample) == (
         "trial t1: epoch 3/15 | supernet val acc 0.8100 | derived architecture (shared weights) val acc 0.7000 | "
-        "derived: conv1=conv_3x3@fa conv2=skip_connect fc=usf")
+        "derived: conv1=conv_3x3 conv2=skip_connect fc=usf")
     # a trial that reports its derived architecture with each epoch: that one wins
     records.append(metric_record("t1", 3, {**epoch_metrics(0.82, 0.71), "sample": json.dumps({"fc": "fa"})}))
     assert oneshot_progress("t1", records, 15, sample).endswith("epoch 4/15 | supernet val acc 0.8200 | derived "
@@ -187,15 +187,15 @@ def test_the_derived_architecture_is_read_from_a_one_shot_trial_s_output():
         'epoch 0: supernet train loss 2.0 acc 0.2 | supernet val loss 2.0 acc 0.3 | derived architecture, shared '
         'weights: val acc 0.2000 | 1.0 s | {"conv1": "max_pool", "fc": "fa"}',
         'epoch 1: supernet train loss 1.0 acc 0.5 | supernet val loss 1.0 acc 0.6 | derived architecture, shared '
-        'weights: val acc 0.5000 | 1.0 s | {"conv1": "conv_3x3@usf", "fc": "usf"}',
+        'weights: val acc 0.5000 | 1.0 s | {"conv1": "conv_3x3", "fc": "usf"}',
         "retrain epoch 1: train loss 0.5 acc 0.8 | val loss 0.5 acc 0.8 | {}",
     ])
-    assert sample_from_log(log) == {"conv1": "conv_3x3@usf", "fc": "usf"}
+    assert sample_from_log(log) == {"conv1": "conv_3x3", "fc": "usf"}
     # NNI 3 keeps a local trial's prints in trial.log, time-stamped
     nni_log = ('[2026-11-30 05:06:54] PRINT one-shot search: strategy darts\n[2026-11-30 05:06:56] PRINT epoch 1: '
                'supernet train loss 2.3 acc 0.04 | derived architecture, shared weights: val acc 0.1 | 1.1 s | '
-               '{"conv1": "conv_5x5@fa", "fc": "frsf"}\n[2026-11-30 05:06:57] INFO (nni) something else\n')
-    assert sample_from_log(nni_log) == {"conv1": "conv_5x5@fa", "fc": "frsf"}
+               '{"conv1": "conv_5x5", "fc": "frsf"}\n[2026-11-30 05:06:57] INFO (nni) something else\n')
+    assert sample_from_log(nni_log) == {"conv1": "conv_5x5", "fc": "frsf"}
     assert sample_from_log("nothing yet") is None
     many = {f"cell{i:02d}": "sep_conv_3x3@fa" for i in range(20)}
     assert format_sample(many, limit=3) == "cell00=sep_conv_3x3@fa cell01=sep_conv_3x3@fa cell02=sep_conv_3x3@fa " \
@@ -327,7 +327,8 @@ def test_search_attach_prints_the_best_architecture(tmp_path, monkeypatch, capsy
 
     def wait(client, max_trials, timeout, progress=True, **kwargs):
         seen.update(max_trials=max_trials, timeout=timeout, **kwargs)
-        return [decode_trial(rest_trial("a", "SUCCEEDED", {"fc": "usf", "conv1": "conv_3x3@fa"}, {"default": 0.75})),
+        return [decode_trial(rest_trial("a", "SUCCEEDED", {"fc": "usf", "conv1": "conv_3x3", "conv2": "conv_3x3@fa"},
+                                        {"default": 0.75})),
                 decode_trial(rest_trial("b", "FAILED", {"fc": "fa", "conv1": "max_pool"}))]
 
     monkeypatch.setattr(ex, "wait", wait)
@@ -335,7 +336,8 @@ def test_search_attach_prints_the_best_architecture(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "attached to experiment abc: digits" in out and "nni-bio search --attach abc" in out
     assert "2 trials: 1 succeeded, 1 failed" in out and "best trial a: validation accuracy 0.7500" in out
-    assert "conv1                    conv_3x3  @ fa" in out and "fc                       usf" in out
+    assert "conv1                    conv_3x3 @ exact local gradient" in out  # the first weight layer
+    assert "conv2                    conv_3x3 @ fa" in out and "fc                       usf" in out
     assert seen == {"max_trials": 2, "timeout": None, "epochs": None, "read_stdout": True}
 
 

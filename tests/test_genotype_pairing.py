@@ -36,7 +36,7 @@ def test_rule_per_layer_networks_start_alike_whatever_their_rules_and_space():
 
 def test_op_x_rule_networks_with_the_same_ops_start_alike():
     a = forward_weights("tiny", {"width": 4, "rules": ["usf"]},
-                        {"conv1": "conv_3x3@usf", "conv2": "sep_conv_3x3@usf", "fc": "usf"})
+                        {"conv1": "conv_3x3", "conv2": "sep_conv_3x3@usf", "fc": "usf"})
     b = forward_weights("tiny", {"width": 4, "rules": ["dfa", "fa", "kp", "usf"]},
-                        {"conv1": "conv_3x3@dfa", "conv2": "sep_conv_3x3@kp", "fc": "fa"})
+                        {"conv1": "conv_3x3", "conv2": "sep_conv_3x3@kp", "fc": "fa"})
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

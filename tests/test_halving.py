@@ -135,7 +135,7 @@ def test_the_trial_takes_the_budget_out_of_the_sample():
 
 
 def test_the_trial_trains_for_the_budget_it_is_handed(tmp_path):
-    sample = json.dumps({"conv1": "conv_3x3@fa", "conv2": "skip_connect", "fc": "fa", BUDGET_KEY: 2})
+    sample = json.dumps({"conv1": "conv_3x3", "conv2": "skip_connect", "fc": "fa", BUDGET_KEY: 2})
     assert main(["--space", "tiny", "--dataset", "digits", "--epochs", "5", "--sample", sample,
                  "--output", str(tmp_path), "--train-limit", "200"]) == 0
     result = json.loads((tmp_path / "result.json").read_text())

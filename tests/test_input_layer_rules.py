@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import nni_bio
-from nni_bio.candidates import input_layer_rules
-from nni_bio.nas import search_space_json
+from nni_bio.candidates import describe_candidate, input_layer_rules
+from nni_bio.nas import FirstLayerNote, InvalidSampleError, freeze, input_layer_labels, search_space_json
 from nni_bio.search_spaces.rule_per_layer import RulePerLayerSpace
 from nni_bio.search_spaces.tiny import TinySpace
 from nni_bio.training import wire_rules
@@ -56,4 +56,49 @@ def test_no_space_searches_the_rule_of_its_first_layer(space):
     labels = search_space_json(space)
     assert "stem" not in labels and "fc1" not in labels
     if "conv1" in labels:
-        assert labels["conv1"]["_value"] == ["conv_3x3@brsf", "conv_5x5@brsf"]
+        assert labels["conv1"]["_value"] == ["conv_3x3", "conv_5x5"]  # named by the op alone
+
+
+def test_a_first_layer_slot_with_a_rule_of_its_own_names_the_error_only_candidate_by_kind():
+    pytest.importorskip("nni_bio_hebbian")
+    space = RulePerLayerSpace(depth=8, width=4, rules=["usf", "fa", "softhebb"])
+    assert search_space_json(space)["stem"]["_value"] == ["conv2d", "softhebb"]
+    assert input_layer_labels(space) == {"stem"}
+    tiny = TinySpace(rules=["usf", "softhebb"], width=4)
+    assert sorted(search_space_json(tiny)["conv1"]["_value"]) == ["conv_3x3", "conv_3x3@softhebb", "conv_5x5",
+                                                                  "conv_5x5@softhebb"]
+
+
+@pytest.mark.parametrize("given, read_as", [("conv_3x3@fa", "conv_3x3"), ("conv_5x5@dfa", "conv_5x5"),
+                                            ("conv_3x3@backprop", "conv_3x3"), ("conv_3x3", "conv_3x3")])
+def test_a_sample_naming_any_error_only_rule_in_the_first_layer_is_read_as_the_op_alone(given, read_as, recwarn):
+    space = TinySpace(rules=BIO, width=4)
+    sample = {"conv1": given, "conv2": "conv_3x3@usf", "fc": "fa"}
+    net = freeze(space, sample)
+    expected = freeze(TinySpace(rules=BIO, width=4), {**sample, "conv1": read_as})
+    assert [type(m).__name__ for m in net.modules()] == [type(m).__name__ for m in expected.modules()]
+    notes = [w for w in recwarn if issubclass(w.category, FirstLayerNote)]
+    if given == read_as:
+        assert not notes
+    else:
+        assert len(notes) == 1 and f"{given!r} is read as {read_as!r}" in str(notes[0].message)
+        assert "exact local gradient" in str(notes[0].message)
+
+
+def test_an_error_only_rule_is_not_read_into_a_slot_that_is_not_the_first_layer():
+    space = TinySpace(rules=BIO, width=4)
+    with pytest.raises(InvalidSampleError, match="slot 'conv2'.*its candidates: "):
+        freeze(space, {"conv1": "conv_3x3", "conv2": "conv_3x3", "fc": "fa"})
+
+
+def test_an_unknown_op_in_the_first_layer_gets_one_line_with_its_candidates():
+    space = TinySpace(rules=BIO, width=4)
+    with pytest.raises(InvalidSampleError, match=r"slot 'conv1': 'conv_7x7@fa' is not offered.*conv_3x3, conv_5x5$"):
+        freeze(space, {"conv1": "conv_7x7@fa", "conv2": "conv_3x3@usf", "fc": "fa"})
+
+
+def test_the_printed_architecture_says_exact_local_gradient():
+    assert describe_candidate("conv_3x3", input_layer=True) == "conv_3x3 @ exact local gradient"
+    assert describe_candidate("conv2d", input_layer=True) == "conv2d @ exact local gradient"
+    assert describe_candidate("skip_connect") == "skip_connect"
+    assert describe_candidate("conv_3x3@softhebb", input_layer=True) == "conv_3x3 @ softhebb"

@@ -37,7 +37,7 @@ def test_a_generated_plugin_installs_passes_its_tests_and_is_searchable(tmp_path
     space = run([sys.executable, "-m", "nni_bio.cli", "export-space", "tiny", "--rules", f"{name},fa"], site, tmp_path)
     assert space.returncode == 0, space.stderr
     assert any(f"@{name}" in str(c) or c == name for spec in json.loads(space.stdout).values() for c in spec["_value"])
-    sample = json.dumps({"conv1": "conv_3x3@fa", "conv2": f"conv_3x3@{name}", "fc": name})
+    sample = json.dumps({"conv1": "conv_3x3", "conv2": f"conv_3x3@{name}", "fc": name})
     trial = run([sys.executable, "-m", "nni_bio.trial", "--space", "tiny", "--space-args",
                  json.dumps({"rules": [name, "fa"], "width": 4}), "--dataset", "digits", "--epochs", "1",
                  "--train-limit", "200", "--sample", sample, "--output", str(tmp_path / "trial")], site, tmp_path)

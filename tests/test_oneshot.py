@@ -86,12 +86,12 @@ def test_architecture_forwards_keep_the_brsf_draw():
 
 def test_discretized_supernet_computes_the_derived_path_exactly():
     supernet = build_supernet(TinySpace(width=4, rules=["usf", "fa"]), "mixture")
-    sample = {"conv1": "conv_5x5@fa", "conv2": "skip_connect", "fc": "usf"}
+    sample = {"conv1": "conv_5x5", "conv2": "skip_connect", "fc": "usf"}
     model = supernet.model.eval()
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad(), supernet.discretized(sample):
         mixed = model(x)
-        h = torch.relu(model.bn1(model.conv1.candidates["conv_5x5@fa"](x)))
+        h = torch.relu(model.bn1(model.conv1.candidates["conv_5x5"](x)))
         h = torch.relu(model.bn2(h))
         direct = model.fc.candidates["usf"](torch.nn.functional.avg_pool2d(h, 2).flatten(1))
     assert torch.allclose(mixed, direct, atol=1e-5)

@@ -53,7 +53,7 @@ def test_digits_splits_are_the_scikit_learn_ones() -> None:
 
 
 def test_a_digits_trial_does_not_import_lightning_or_scikit_learn(tmp_path) -> None:
-    sample = {"conv1": "conv_3x3@fa", "conv2": "sep_conv_3x3@usf", "fc": "frsf"}
+    sample = {"conv1": "conv_3x3", "conv2": "sep_conv_3x3@usf", "fc": "frsf"}
     code = (  # python -m nni_bio.trial ..., then a look at what it imported
         "import runpy, sys\n"
         f"sys.argv = ['nni_bio.trial', '--space', 'tiny', '--dataset', 'digits', '--epochs', '1', '--train-limit',"

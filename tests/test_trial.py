@@ -6,7 +6,7 @@ import sys
 
 from nni_bio.trial import EXIT_DIVERGED, main
 
-SAMPLE = '{"conv1": "conv_3x3@fa", "conv2": "skip_connect", "fc": "fa"}'
+SAMPLE = '{"conv1": "conv_3x3", "conv2": "skip_connect", "fc": "fa"}'
 
 
 def test_trial_trains_and_writes_genotype_result_and_tensorboard(tmp_path):

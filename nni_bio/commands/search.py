@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_bio._compat import LISTEN_ENV
-from nni_bio.candidates import parse_candidate
+from nni_bio.candidates import describe_candidate
 from nni_bio.errors import NniBioError
 
 
@@ -112,11 +112,32 @@ def follow(args: argparse.Namespace, client: Any, exp_id: str, port: int, config
                                  f"follows it again, `nnictl stop {exp_id}` stops it") from exc
     finally:
         restore()
-    return report(args, trials, exp_id, port)
+    return report(args, trials, exp_id, port, first_layer_slots(config))
 
 
-def report(args: argparse.Namespace, trials: list[Any], exp_id: str, port: int) -> int:
-    """Print the trials' outcome and the best architecture; stop the experiment with --stop-when-done."""
+def first_layer_slots(config: dict[str, Any]) -> set[str]:
+    """The labels of the first-weight-layer choices of the space the config's trials build (empty when unknown)."""
+    from nni_bio import experiment as ex
+
+    try:
+        trial = ex.trial_space(config)
+        if trial is None:
+            return set()
+        from nni_bio.nas import input_layer_labels
+        from nni_bio.search_spaces import space_arguments, space_class
+
+        cls = space_class(trial.space)
+        return input_layer_labels(cls(**space_arguments(cls, trial.space_args, trial.dataset)))
+    except Exception:  # only the printout's wording depends on it; the preflight reports a broken space
+        return set()
+
+
+def report(args: argparse.Namespace, trials: list[Any], exp_id: str, port: int,
+           first_layers: set[str] = frozenset()) -> int:
+    """Print the trials' outcome and the best architecture; stop the experiment with --stop-when-done.
+
+    ``first_layers``: slots printed as ``exact local gradient`` when their candidate names the op alone.
+    """
     from nni_bio import experiment as ex
 
     succeeded = sum(t.status == "SUCCEEDED" for t in trials)
@@ -143,8 +164,7 @@ def report(args: argparse.Namespace, trials: list[Any], exp_id: str, port: int) 
             print(f"derived by one-shot strategy {best.final.get('strategy', '?')} (parameters: {best.parameters})")
         print("architecture (slot: op @ learning rule):")
         for label, value in sorted(architecture.items()):
-            op, rule = parse_candidate(str(ex.unwrap_choice(value)))
-            print(f"  {label:<24} {op}" + (f"  @ {rule}" if rule else ""))
+            print(f"  {label:<24} {describe_candidate(ex.unwrap_choice(value), label in first_layers)}")
         code = 0
     if args.stop_when_done:
         ex.stop(exp_id)

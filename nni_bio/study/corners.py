@@ -9,10 +9,10 @@ then at least as good as the best single rule, and the study's comparison asks w
 advantage survives retraining.
 
 Example:
-    >>> space = {"conv1": {"_value": ["conv_3x3@dfa", "conv_5x5@dfa"]},
+    >>> space = {"conv1": {"_value": ["conv_3x3", "conv_5x5"]},
     ...          "conv2": {"_value": ["conv_3x3@fa", "conv_3x3@usf", "skip_connect"]}}
     >>> in_space({"conv1": "conv_3x3@usf", "conv2": "conv_3x3@usf"}, space)
-    {'conv1': 'conv_3x3@dfa', 'conv2': 'conv_3x3@usf'}
+    {'conv1': 'conv_3x3', 'conv2': 'conv_3x3@usf'}
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ def corner_arms(config: StudyConfig, arm: str) -> list[str]:
 def in_space(sample: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """``sample`` as a sample of ``space`` (NNI's choice format), or ``None`` when the space cannot express it.
 
-    A value the slot offers is kept. A slot that offers the same op under another rule only (the first
-    weight layer, whose rule cannot change training and is not searched) takes that candidate.
+    A value the slot offers is kept. In the first weight layer, whose update is the exact local gradient under
+    every error-only rule, ``op@rule`` (or a bare rule name) takes the candidate named by the op alone
+    (:func:`nni_bio.candidates.canonical_candidate`).
     """
+    from nni_bio.candidates import canonical_candidate
+
     mapped = {}
     for label, choice in space.items():
         values = choice["_value"]
@@ -44,11 +47,10 @@ def in_space(sample: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[s
         if value in values:
             mapped[label] = value
             continue
-        op = str(value).split("@")[0]
-        same_op = [v for v in values if isinstance(v, str) and v.split("@")[0] == op]
-        if value is None or len(same_op) != 1:
+        canonical = canonical_candidate(value, values)
+        if canonical is None:
             return None
-        mapped[label] = same_op[0]
+        mapped[label] = canonical
     return mapped
 
 

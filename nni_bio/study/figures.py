@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 RULE_COLOURS = {"backprop": "#4d4d4d", "fa": "#1f77b4", "usf": "#ff7f0e", "frsf": "#2ca02c", "brsf": "#d62728",
-                "kp": "#9467bd", "dfa": "#8c564b", "softhebb": "#e377c2", "other": "#cfcfcf", None: "#9e9e9e"}
+                "kp": "#9467bd", "dfa": "#8c564b", "softhebb": "#e377c2", "other": "#cfcfcf", None: "#9e9e9e",
+                "exact local gradient": "#e0e0e0"}
 _EXTRA = ["#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78"]
 
 
@@ -171,7 +172,9 @@ def architecture_figure(arms: Mapping[str, Mapping[str, Any]], path: Path, title
                 ax.add_patch(plt.Rectangle((i, -r - 0.4), 0.95, 0.8, color=colour(rule), ec="black", lw=0.4))
                 sample = arms[arm]["genotype"].get("sample", {})
                 candidate = str(sample.get(layer.split(".")[0], ""))
-                op = parse_candidate(candidate)[0] if "@" in candidate else ""  # a rule-only choice names no op
+                # a rule-only choice names no op; a first layer on the exact local gradient is named by its op alone
+                named_op = "@" in candidate or (rule == "exact local gradient" and candidate not in ("", "conv2d", "linear"))
+                op = parse_candidate(candidate)[0] if named_op else ""
                 ax.text(i + 0.47, -r, f"{layer}\n{op}" if op else layer, fontsize=5.5, ha="center", va="center",
                         color="white" if rule in ("backprop", "fa", "dfa", "kp", "brsf") else "black")
         ax.set_xlim(-0.1, width + 0.1)

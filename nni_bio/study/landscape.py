@@ -15,7 +15,7 @@ Example:
     >>> space = {"a": {"_value": ["fa", "usf"]}, "b": {"_value": ["fa", "usf"]}}
     >>> [n["sample"] for n in pick_networks(space, networks=10, seed=0)]  # small: every network
     [{'a': 'fa', 'b': 'fa'}, {'a': 'fa', 'b': 'usf'}, {'a': 'usf', 'b': 'fa'}, {'a': 'usf', 'b': 'usf'}]
-    >>> rules_of({"a": "conv_3x3@fa", "b": "skip_connect", "c": "usf"})
+    >>> rules_of({"a": "conv_3x3@fa", "b": "skip_connect", "c": "usf", "d": "conv_5x5"})
     ['fa', 'usf']
 """
 
@@ -33,9 +33,15 @@ _NO_RULE = ("skip_connect", "none", "max_pool_3x3", "avg_pool_3x3", "identity", 
 
 
 def _rule(value: Any) -> str | None:
+    """The rule a candidate names: ``op@rule``, or a bare rule name; an op alone (a parameter-free op, or a
+    first weight layer's exact local gradient) names none."""
+    from nni_bio._registry import is_rule
+
     if not isinstance(value, str) or value in _NO_RULE:
         return None
-    return value.split("@")[1] if "@" in value else value
+    if "@" in value:
+        return value.split("@")[1]
+    return value if is_rule(value) else None
 
 
 def rules_of(sample: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
@@ -62,8 +68,12 @@ def one_rule_networks(space: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
     values = [list(choice["_value"]) for choice in space.values()]
     if any(len(v) > 1 and any(not isinstance(c, str) or "@" in c for c in v) for v in values):
         return {}
-    rules = sorted({c for v in values if len(v) > 1 for c in v})
-    return {rule: {label: (rule if rule in choice["_value"] else choice["_value"][0])
+    from nni_bio._registry import is_rule
+    from nni_bio.candidates import canonical_candidate
+
+    rules = sorted({c for v in values if len(v) > 1 for c in v if is_rule(c)})
+    return {rule: {label: (rule if rule in choice["_value"] else
+                           canonical_candidate(rule, choice["_value"]) or choice["_value"][0])
                    for label, choice in space.items()} for rule in rules}
 
 

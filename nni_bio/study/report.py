@@ -120,6 +120,23 @@ def verdict(config: StudyConfig, accuracies: dict[str, list[list[float]]],
     return f"**No significant difference between {target} and the best single bio rule ({best})**: {numbers}."
 
 
+def _name_first_layer_exact(model: Any, layers: dict[str, str], counts: dict[str, int]) -> None:
+    """Draw and count the first weight layer as ``exact local gradient`` where its rule is error-only (its input is
+    the image, so every such rule gives it that update; the rule it was built with says nothing)."""
+    from nni_bio.candidates import EXACT_LOCAL_GRADIENT, changes_first_layer
+    from nni_bio.layers import RuleLayer
+
+    name, first = next(((n, m) for n, m in model.named_modules() if isinstance(m, RuleLayer)), (None, None))
+    if first is None or changes_first_layer(first.rule_name):
+        return
+    layers[name] = EXACT_LOCAL_GRADIENT
+    weights = sum(p.numel() for p in (first.weight, first.bias) if p is not None and p.requires_grad)
+    counts[first.rule_name] -= weights
+    if not counts[first.rule_name]:
+        del counts[first.rule_name]
+    counts[EXACT_LOCAL_GRADIENT] = counts.get(EXACT_LOCAL_GRADIENT, 0) + weights
+
+
 def _curves(config: StudyConfig, arms: dict[str, dict[str, Any]]):
     """``{(attack, gradient): {arm: (eps, mean, std)}}`` of the worst-case accuracy over seeds."""
     by: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -189,6 +206,7 @@ def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall
         model = build_model(spec, config.dataset)
         drawn[arm] = {"genotype": genotype, "layers": rule_map(model)}
         counts[arm] = weight_counts(model)
+        _name_first_layer_exact(model, drawn[arm]["layers"], counts[arm])
     if drawn:
         figures.architecture_figure(drawn, report_dir / "architectures.png", f"{config.name}: found architectures")
     if counts:

@@ -132,7 +132,11 @@ def nni_parameters() -> dict[str, Any]:
 
     from nni_bio.experiment import unwrap_choice
 
-    return {k: unwrap_choice(v) for k, v in (nni.get_next_parameter() or {}).items()}
+    from nni_bio import _compat
+
+    params = nni.get_next_parameter() or {}
+    _compat.check_parameters_bound()
+    return {k: unwrap_choice(v) for k, v in params.items()}
 
 
 def resolve(args: argparse.Namespace, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
