@@ -796,3 +796,40 @@ def test_parallel_proxy_tasks_choose_the_candidates_once(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         chosen = list(pool.map(lambda _: stages.proxy_candidates(config, tmp_path), range(32)))
     assert all(c == chosen[0] for c in chosen) and len(chosen[0]) == 6
+
+
+def test_a_timm_model_is_a_fixed_skeleton():
+    pytest.importorskip("timm")
+    raw = yaml.safe_load(DIGITS.read_text())
+    raw.update(space="timm:resnet10t", space_args={"granularity": "stage"})
+    config = parse_study(raw, "timm.yml")
+    assert config.space == "timm_rules" and config.space_args == {"granularity": "stage", "model": "resnet10t"}
+    with pytest.raises(StudyConfigError, match="disagree"):
+        parse_study({**raw, "space_args": {"model": "resnet18"}}, "timm.yml")
+    with pytest.raises(StudyConfigError, match="needs a model name"):
+        parse_study({**raw, "space": "timm:"}, "timm.yml")
+
+
+@pytest.mark.slow
+def test_cut_down_study_on_a_timm_skeleton(tmp_path):
+    """`space: timm:resnet10t`: a rule per stage of timm's ResNet-10-T, searched with its corners, retrained,
+    attacked and reported like any space."""
+    pytest.importorskip("timm")
+    config = yaml.safe_load(cut_down_digits(tmp_path).read_text())
+    config.update(space="timm:resnet10t", space_args={}, arms={"mixed": ["fa", "usf"], "fa": ["fa"], "usf": ["usf"]})
+    config["retrain"].update(seeds=[0])
+    config["attack"].update(attacks=["fgsm"], gradients=["bp"], num_images=20, eps="0")
+    config["landscape"] = {"networks": 2, "seed": 0}
+    path, out, report = tmp_path / "timm.yml", tmp_path / "study", tmp_path / "report"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "nni_bio.cli", "study", str(path), "--output", str(out), "--jobs",
+                           "2", "--report-dir", str(report), "--no-progress"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    mixed = json.loads((out / "search" / "mixed" / "search.json").read_text())
+    assert sorted(c["arm"] for c in mixed["corners"]) == ["fa", "usf"]
+    assert set(mixed["trials"][0]["sample"]) == {"conv1", "layer1", "layer2", "layer3", "layer4", "fc"}  # per stage
+    genotype = json.loads((report / "genotypes" / "mixed.json").read_text())
+    assert genotype["space"] == "timm_rules" and genotype["args"]["model"] == "resnet10t"
+    text = (report / "report.md").read_text()
+    assert "timm_rules" in text and "resnet10t" in text

@@ -14,6 +14,10 @@ A study file is YAML (``examples/studies/digits.yml``)::
     retrain: {seeds: [0, 1, 2], epochs: 10, args: {lr: 0.05, no_augment: true}}
     attack: {num_images: 397, eps: "0,0.05,0.1,0.2", attacks: [fgsm, pgd, square]}
 
+``space: timm:NAME`` takes any timm model as the fixed skeleton: it stands for ``space: timm_rules`` with
+``space_args: {model: NAME}`` (one rule choice per stage; ``space_args`` may add ``granularity: block``,
+``model_args``...).
+
 Everything is validated here, before any work starts, with messages that say what to fix.
 """
 
@@ -36,6 +40,8 @@ MULTI_TRIAL = ("halving", "evolution", "random", "tpe", "policy_gradient")
 ONE_SHOT = ("darts", "darts2", "gumbel", "enas", "egnas")
 ATTACKS = ("fgsm", "pgd", "square")
 #: study-file fields whose change makes an existing study folder another study
+#: ``space: timm:NAME`` names a timm model as the fixed skeleton (the ``timm_rules`` space)
+TIMM_PREFIX = "timm:"
 _TOP = ("name", "dataset", "data_dir", "space", "space_args", "search", "arms", "retrain", "attack", "compare", "seed",
         "landscape")
 
@@ -150,6 +156,20 @@ def _section(raw: dict[str, Any], key: str, cls: type, path: str) -> Any:
     return cls(**value)
 
 
+def _timm_skeleton(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """``space: timm:NAME`` -> ``space: timm_rules`` with ``space_args.model: NAME``."""
+    if not raw["space"].startswith(TIMM_PREFIX):
+        return raw
+    model = raw["space"][len(TIMM_PREFIX):]
+    space_args = dict(raw.get("space_args") or {})
+    if not model:
+        raise StudyConfigError(f"{source}: 'space: timm:' needs a model name, e.g. timm:resnet18")
+    if space_args.get("model", model) != model:
+        raise StudyConfigError(f"{source}: space {raw['space']!r} and space_args.model {space_args['model']!r} disagree; "
+                               "name the model once")
+    return {**raw, "space": "timm_rules", "space_args": {**space_args, "model": model}}
+
+
 def _rules(arm: str, value: Any, path: str) -> list[str]:
     from nni_bio._registry import get_rule
 
@@ -185,6 +205,7 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
             raise StudyConfigError(f"{source}: {key!r} must be a name, got {raw[key]!r}")
     if not isinstance(raw.get("space_args") or {}, dict):
         raise StudyConfigError(f"{source}: 'space_args' must be a mapping of space arguments, e.g. {{width: 8}}")
+    raw = _timm_skeleton(raw, source)
     from nni_bio.data import dataset_info
     from nni_bio.search_spaces import space_class
 
