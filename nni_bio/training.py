@@ -84,6 +84,7 @@ class TrainConfig:
     channels_last: bool = False  # model and batches in channels-last memory format (GPU convolutions)
     drop_path_prob: float = 0.0  # final drop-path probability, reached linearly (needs model.drop_path_prob)
     progress: bool = False  # tqdm bars for epochs and batches
+    compile: str = "none"  # "none" (eager), "inductor" or "aot_eager": torch.compile (nni_bio.train.compiling)
 
 
 @dataclass
@@ -369,6 +370,10 @@ def train(
 
         index = torch.device(device).index
         net = DistributedDataParallel(model, device_ids=[index] if index is not None else None)
+    if config.compile != "none":
+        from nni_bio.train.compiling import compile_model
+
+        net = compile_model(net, config.compile)
     main = is_main()
     epochs = _progress(range(start_epoch, config.epochs + 1), enabled=config.progress and main, desc="epochs",
                        initial=start_epoch - 1, total=config.epochs)

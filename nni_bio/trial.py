@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", nargs="?", const="inductor", default="none", choices=["none", "inductor", "aot_eager"],
+                   help="torch.compile the network (as nni-bio train --compile)")
     p.add_argument("--output", default=None, help="output folder (default: $NNI_OUTPUT_DIR or runs/trial)")
     return p.parse_args(argv)
 
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from nni_bio.training import TrainConfig
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                         weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device)
+                         weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device,
+                         compile=args.compile)
     say = lambda line: print(line, flush=True)  # noqa: E731
     sample = next_sample(args.sample)
     config.epochs = budget_epochs(sample, args.epochs)

@@ -87,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "fp16 adds a GradScaler)")
     opt.add_argument("--channels-last", action="store_true", help="model and batches in channels-last memory "
                      "format (faster convolutions on GPUs with tensor cores, with --amp)")
+    opt.add_argument("--compile", nargs="?", const="inductor", default="none", choices=["none", "inductor", "aot_eager"],
+                     help="torch.compile the network (--compile alone: inductor, or aot_eager where inductor cannot "
+                     "build); pays back over several epochs, see benchmarks/README.md")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     opt.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -194,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                          label_smoothing=label_smoothing, auxiliary_weight=args.auxiliary_weight, seed=args.seed,
                          device=device, num_workers=args.workers, amp=args.amp, channels_last=args.channels_last,
-                         drop_path_prob=args.drop_path,
+                         drop_path_prob=args.drop_path, compile=args.compile,
                          progress=progress)
     output = Path(args.output or Path("runs") / (args.name or default_name(args)))
     if progress:

@@ -166,6 +166,9 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     from nni_bio.training import wire_rules
 
     searcher, config = make_strategy(strategy, **hparams, epochs=epochs, seed=seed)
+    if config.compile != "none" and searcher.supernet_kind == "path":
+        raise NniBioError(f"--compile needs a supernet that runs every candidate (darts, darts2, gumbel, egnas): "
+                          f"{strategy} samples one path per step, and each new path would compile again")
     run = _run_settings(space, strategy, dataset, space_args, config, searcher)
     torch.manual_seed(seed)
     np.random.seed(seed)  # tianshou's replay-buffer sampling
@@ -239,7 +242,7 @@ ONESHOT_CHECKPOINT_VERSION = 1
 #: settings a resumed search must share with its checkpoint (they shape the trajectory); the device,
 #: the loader workers and the memory format may change
 RESUME_KEYS = ("space", "strategy", "dataset", "space_args", "config", "hparams")
-_FREE_FIELDS = ("device", "num_workers", "channels_last")
+_FREE_FIELDS = ("device", "num_workers", "channels_last", "compile")
 #: config fields added after version 1 checkpoints existed, at their defaults: left out of the
 #: settings, so those checkpoints still resume
 _LATER_DEFAULTS = {("amp", "none"), ("partial_channels", 1), ("edge_normalization", False)}

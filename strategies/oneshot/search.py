@@ -77,6 +77,7 @@ class OneShotConfig:
     num_workers: int = 0
     amp: str = "none"
     channels_last: bool = False
+    compile: str = "none"
     partial_channels: int = 1
     edge_normalization: bool = False
 
@@ -118,6 +119,11 @@ class Search:
         self.memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = self.model  # the weight and architecture steps' forward: torch.compile'd with config.compile
+        if config.compile != "none":
+            from nni_bio.train.compiling import compile_model
+
+            self.forward = compile_model(self.model, config.compile)
         self.device_type = torch.device(config.device).type
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=config.amp == "fp16")
         seed = config.seed
@@ -205,7 +211,7 @@ class Search:
     def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy of the supernet on a batch (under ``config.amp``), and its logits."""
         with self.autocast():
-            logits = main_output(self.model(x))
+            logits = main_output(self.forward(x))
             return F.cross_entropy(logits, y), logits
 
     def grads(self, loss: Tensor, params: list[nn.Parameter]) -> list[Tensor]:

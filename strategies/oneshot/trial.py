@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="mixed precision: bf16 (autocast) or fp16 (autocast and a GradScaler); default none")
     p.add_argument("--channels-last", action="store_true", default=None,
                    help="supernet and batches in channels-last memory format (GPUs with tensor cores)")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, choices=["none", "inductor", "aot_eager"],
+                   help="torch.compile the supernet's forward and backward (--compile alone: inductor, or aot_eager "
+                   "where inductor cannot build); not for enas, whose path changes every step")
     p.add_argument("--edge-normalization", action="store_true", default=None,
                    help="PC-DARTS' edge normalization: a learned architecture weight per incoming edge of every cell "
                    "node (spaces with cells, e.g. darts; strategies darts, darts2, gumbel, egnas)")
@@ -150,7 +153,8 @@ def resolve(args: argparse.Namespace, params: dict[str, Any]) -> tuple[str, dict
     if strategy is None:
         raise NniBioError("no strategy: run under nnictl with a 'strategy' parameter, or pass --strategy "
                           "(darts, darts2, gumbel, enas, egnas)")
-    hparams = {name: getattr(args, name) for name in (*_HPARAM_FLAGS, "amp", "channels_last", "edge_normalization")
+    hparams = {name: getattr(args, name) for name in (*_HPARAM_FLAGS, "amp", "channels_last", "compile",
+                                                      "edge_normalization")
                if getattr(args, name, None) is not None}
     hparams.update(json.loads(args.hparams))
     for item in args.set:
