@@ -54,9 +54,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nni_bio.nas import ModelSpace  # first: applies the NNI compat shims
-from nni_bio._registry import get_rule
-from nni_bio.ops import (DARTS_OPS, FactorizedReduce, ReLUConvBN, bio_weight_split, build_op,
+from nni_bio.nas.mutables import ModelSpace  # first: applies the NNI compat shims
+from nni_bio.core._registry import get_rule
+from nni_bio.nas.ops import (DARTS_OPS, FactorizedReduce, ReLUConvBN, bio_weight_split, build_op,
                          unsupported_candidates)
 from nni_bio.search_spaces.darts_net import (BIODARTS, DEFAULT_RULES, NUM_INPUTS, OPS_PER_NODE, GenotypeError,
                                              build_network, cell_candidates, export_genotype, full_args,
@@ -105,7 +105,7 @@ class DartsSpace(ModelSpace):
         num_nodes: intermediate nodes per cell (two ops each).
         stem_multiplier: the stem outputs ``stem_multiplier * width`` channels.
         rules: learning rules searched for each op with weights (any registered rule).
-        ops: op names (see :data:`nni_bio.ops.OPS`).
+        ops: op names (see :data:`nni_bio.nas.ops.OPS`).
         fixed_rule: rule of the stem, cell preprocessing, classifier and stride-2 ``skip_connect``
             (default: ``usf``, or ``backprop`` with ``preset="reference"``).
         reduce_skip_rules: offer ``skip_connect@rule`` in reduction cells.

@@ -5,7 +5,7 @@ Depth 6n+2: a 3x3 stem conv, three stages of n basic blocks (widths w, 2w, 4w; s
 start of stages 2 and 3, with a 1x1 projection shortcut there) and a linear classifier. Every conv
 and the classifier carry their own rule choice, labelled by position (``s2b0c1``, ``s2b0proj``,
 ``fc``...). The stem sees only the image, so it offers just
-:func:`~nni_bio.candidates.input_layer_rules` (one rule, unsearched, unless a rule with its own
+:func:`~nni_bio.nas.candidates.input_layer_rules` (one rule, unsearched, unless a rule with its own
 update such as a Hebbian plugin is offered). BatchNorm, ReLU, pooling and the residual adds stay exact, as in every rule.
 
 Example:
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nni_bio._registry import get_rule
-from nni_bio.candidates import input_layer_rules
-from nni_bio.nas import ModelSpace, rule_choice
+from nni_bio.core._registry import get_rule
+from nni_bio.nas.candidates import input_layer_rules
+from nni_bio.nas.mutables import ModelSpace, rule_choice
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
 DEFAULT_RULES = ("backprop", "brsf", "fa", "frsf", "usf")

@@ -9,7 +9,7 @@
 ``kind="mlp"``: two hidden layers and the output layer, each with a searchable rule, and a
 searchable activation.
 
-The first weight layer (``conv1``, ``fc1``) offers only :func:`~nni_bio.candidates.input_layer_rules`:
+The first weight layer (``conv1``, ``fc1``) offers only :func:`~nni_bio.nas.candidates.input_layer_rules`:
 every error-only rule trains it identically (its input is the image), so they collapse into one.
 
 Example:
@@ -26,9 +26,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nni_bio._registry import get_rule
-from nni_bio.candidates import input_layer_rules
-from nni_bio.nas import LayerChoice, ModelSpace, op_rule_choice, rule_choice
+from nni_bio.core._registry import get_rule
+from nni_bio.nas.candidates import input_layer_rules
+from nni_bio.nas.mutables import LayerChoice, ModelSpace, op_rule_choice, rule_choice
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
 DEFAULT_RULES = ("backprop", "fa", "frsf", "usf")

@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nni_bio import nas as _nas  # noqa: F401  (applies nni_bio._compat before NNI is imported below)
-from nni_bio._registry import get_rule
-from nni_bio.layers import RuleLayer
+from nni_bio.nas import mutables as _nas  # noqa: F401  (applies nni_bio.nas._compat before NNI is imported below)
+from nni_bio.core._registry import get_rule
+from nni_bio.core.layers import RuleLayer
 
 from nni.nas.nn.pytorch.cell import preprocess_cell_inputs  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402

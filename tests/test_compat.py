@@ -1,11 +1,11 @@
-"""Every NNI 3.0 shim in nni_bio._compat does what it claims."""
+"""Every NNI 3.0 shim in nni_bio.nas._compat does what it claims."""
 
 import sys
 
 import pytest
 
-import nni_bio.nas  # noqa: F401  (applies the shims)
-from nni_bio import _compat
+import nni_bio.nas.mutables  # noqa: F401  (applies the shims)
+from nni_bio.nas import _compat
 
 
 def test_apply_is_idempotent():

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nni_bio.checkpoint import load_checkpoint
+from nni_bio.train.checkpoint import load_checkpoint
 from nni_bio.data import get_dataset
 from nni_bio.search_spaces import space_arguments, space_class
 from nni_bio.search_spaces.tiny import TinySpace

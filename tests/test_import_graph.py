@@ -80,7 +80,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_rule_core_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert {"nni_bio.rule", "nni_bio.layers", "nni_bio._registry", "nni_bio.error_bus",
+    assert {"nni_bio.core.rule", "nni_bio.core.layers", "nni_bio.core._registry", "nni_bio.core.error_bus",
             "nni_bio.rules.dfa"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle in the rule core: " + " -> ".join(cycle or [])
@@ -88,12 +88,12 @@ def test_rule_core_has_no_import_cycle() -> None:
 
 def test_layers_then_contract_then_registry() -> None:
     graph = import_graph()
-    assert graph["nni_bio.layers"] <= {"nni_bio.errors"}  # layers know no rule module, and no names
-    assert "nni_bio.layers" in graph["nni_bio.rule"]
-    assert "nni_bio._registry" not in graph["nni_bio.rule"] | graph["nni_bio.error_bus"]
+    assert graph["nni_bio.core.layers"] <= {"nni_bio.core.errors"}  # layers know no rule module, and no names
+    assert "nni_bio.core.layers" in graph["nni_bio.core.rule"]
+    assert "nni_bio.core._registry" not in graph["nni_bio.core.rule"] | graph["nni_bio.core.error_bus"]
     for name, deps in graph.items():
         if name.startswith("nni_bio.rules."):
-            assert "nni_bio._registry" not in deps, name  # a rule file needs no name lookups
+            assert "nni_bio.core._registry" not in deps, name  # a rule file needs no name lookups
 
 
 def test_the_cycle_finder_finds_function_level_imports(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ REPO = PACKAGE.parent
 ENTRY_POINTS = {"nni_bio.trial", "nni_bio.strategies.oneshot.trial", "nni_bio.oneshot", "nni_bio.cli"}
 #: who may read an entry point: the CLI layer, and the preflight, which parses trial command lines with
 #: the trials' own argument parsers (plus the warning alias nni_bio.oneshot)
-MAY_IMPORT_ENTRY_POINTS = ("nni_bio.cli", "nni_bio.commands.", "nni_bio.preflight", "nni_bio.oneshot",
+MAY_IMPORT_ENTRY_POINTS = ("nni_bio.cli", "nni_bio.commands.", "nni_bio.launch.preflight", "nni_bio.oneshot",
                            "nni_bio.__main__")
 
 
@@ -138,7 +138,7 @@ def all_modules() -> dict[str, Path]:
 
 def test_dependencies_point_down_to_the_entry_points_not_up_from_them() -> None:
     modules = all_modules()
-    assert {"nni_bio.strategies.oneshot.loop", "nni_bio.trial_runtime", "nni_bio.strategies.multi_trial"} <= set(modules)
+    assert {"nni_bio.strategies.oneshot.loop", "nni_bio.train.trial_runtime", "nni_bio.strategies.multi_trial"} <= set(modules)
     wrong = {name: sorted(imported_modules(path, ENTRY_POINTS) - {name}) for name, path in modules.items()
              if not name.startswith(MAY_IMPORT_ENTRY_POINTS)}
     wrong = {name: deps for name, deps in wrong.items() if deps}

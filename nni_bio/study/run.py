@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 from nni_bio.study import stages
 from nni_bio.study.config import StudyConfig, StudyConfigError
 from nni_bio.study.report import write_report

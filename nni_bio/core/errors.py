@@ -38,7 +38,7 @@ class IncompatiblePluginError(NniBioError):
 
 
 class RuleTypeError(NniBioError, TypeError):
-    """Something that is not a rule name or a :class:`~nni_bio.rule.LearningRule` instance was given as a rule."""
+    """Something that is not a rule name or a :class:`~nni_bio.core.rule.LearningRule` instance was given as a rule."""
 
 
 class RuleContractError(NniBioError, RuntimeError):

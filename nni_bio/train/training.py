@@ -15,7 +15,7 @@ For longer runs (``nni-bio train``) the same loop also does, when asked:
   scaler, the torch/CUDA/numpy/Python random states and the DataLoader generator (shuffling
   order; in-process augmentation draws from torch's global generator). ``resume=True`` continues
   from it and ends with the same weights and metrics as an uninterrupted run of the same seed;
-- per-epoch diagnostics (``diagnose``, e.g. :class:`nni_bio.monitor.Diagnostics`), computed
+- per-epoch diagnostics (``diagnose``, e.g. :class:`nni_bio.train.monitor.Diagnostics`), computed
   with the random state forked so they never change the training trajectory;
 - DistributedDataParallel when ``torch.distributed`` is initialised (``torchrun``): a
   DistributedSampler shards the data, rank 0 writes the checkpoint;
@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from nni_bio._registry import get_rule
-from nni_bio.error_bus import enable_dfa, main_output
-from nni_bio.distributed import is_main
-from nni_bio.errors import NniBioError
-from nni_bio.layers import RuleLayer
+from nni_bio.core._registry import get_rule
+from nni_bio.core.error_bus import enable_dfa, main_output
+from nni_bio.train.distributed import is_main
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.layers import RuleLayer
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -164,7 +164,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
             f"feedback B receives W's gradient, so B - W stays at its initial value and B never approaches W "
             f"(the rule then acts as feedback alignment with a drifting B). Set weight_decay > 0 (e.g. 3e-4).",
             stacklevel=2)
-    from nni_bio._optim import lean  # torch's optimizers, without importing torch._dynamo when nothing compiles
+    from nni_bio.train._optim import lean  # torch's optimizers, without importing torch._dynamo when nothing compiles
 
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
@@ -271,7 +271,7 @@ def _progress(iterable, *, enabled: bool, **kwargs):
 
 
 def _resume_state(path: Path, config: TrainConfig) -> dict:
-    from nni_bio.checkpoint import CheckpointError, load_checkpoint
+    from nni_bio.train.checkpoint import CheckpointError, load_checkpoint
 
     state = load_checkpoint(path)
     saved = state.get("config", {})
@@ -299,7 +299,7 @@ def train(
     Args:
         on_epoch_end: called with each epoch's metrics (before that epoch's checkpoint is written).
         on_step: called with (global step, training loss) after every optimizer step.
-        checkpoint: file to write after every epoch (atomically; see :mod:`nni_bio.checkpoint`).
+        checkpoint: file to write after every epoch (atomically; see :mod:`nni_bio.train.checkpoint`).
         resume: continue from ``checkpoint`` if it exists (a fresh start otherwise). The settings
             listed in :data:`RESUME_FIELDS` must match the checkpoint's.
         diagnose: ``(model, epoch) -> {name: value}`` run after validation; the values go into
@@ -308,18 +308,18 @@ def train(
 
     Raises:
         DivergenceError: the loss became NaN/inf (the message says where and what to try).
-        nni_bio.checkpoint.CheckpointError: the checkpoint is unreadable or from other settings.
+        nni_bio.train.checkpoint.CheckpointError: the checkpoint is unreadable or from other settings.
 
     Example:
         >>> import torch, nni_bio
         >>> from nni_bio.data import get_dataset
-        >>> from nni_bio.training import TrainConfig, train
+        >>> from nni_bio.train.training import TrainConfig, train
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), nni_bio.get_rule("usf").linear(64, 10))
         >>> result = train(net, get_dataset("digits", "train"), get_dataset("digits", "val"), TrainConfig(epochs=1))
         >>> 0.0 <= result.final.val_acc <= 1.0
         True
     """
-    from nni_bio.checkpoint import CHECKPOINT_VERSION, rng_state, save_checkpoint, set_rng_state
+    from nni_bio.train.checkpoint import CHECKPOINT_VERSION, rng_state, save_checkpoint, set_rng_state
 
     torch.manual_seed(config.seed)
     device = config.device
