@@ -1,8 +1,9 @@
 """The DARTS genotype and the final DARTS network built from it (pure PyTorch: no NNI import).
 
 The search space itself is :class:`nni_bio.search_spaces.darts.DartsSpace` (NNI); this module holds
-what a trained or shipped architecture needs: the plain-data genotype format, the candidate lists,
-:func:`build_network` (DARTS' ``NetworkCIFAR`` with rule-aware ops) and :data:`BIODARTS`.
+what a trained or shipped architecture needs: :func:`build_network` (DARTS' ``NetworkCIFAR`` with
+rule-aware ops) and :data:`BIODARTS`. The plain-data genotype format below, the candidate lists and the
+cells are :mod:`nni_bio.search_spaces.darts_cells`, which the ImageNet network shares.
 
 A genotype is JSON::
 
@@ -20,7 +21,7 @@ first; nodes 0 and 1 are the cell inputs c_{k-2} and c_{k-1}. A candidate withou
 stride-2 ``skip_connect``). The stem, the cell-input preprocessing (ReLU-Conv-BN 1x1,
 FactorizedReduce), the classifier and the auxiliary head use ``args["fixed_rule"]`` too.
 
-**Presets** (``args["preset"]``, see :data:`PRESETS`) name the two settings of those layers:
+**Presets** (``args["preset"]``, see :data:`~nni_bio.search_spaces.darts_cells.PRESETS`) name the two settings of those layers:
 
 * ``bio`` (default): ``fixed_rule`` is a bio rule (``usf`` unless given), so no layer anywhere
   learns by backprop.
@@ -30,7 +31,7 @@ FactorizedReduce), the classifier and the auxiliary head use ``args["fixed_rule"
   learn by backprop (``fixed_rule="backprop"``); only the cell ops use bio rules.
 
 Without ``preset``, ``fixed_rule="backprop"`` means ``reference`` and any other rule ``bio``;
-:func:`with_preset` switches a genotype. ``build_network(..., network="imagenet")`` builds DARTS'
+:func:`~nni_bio.search_spaces.darts_cells.with_preset` switches a genotype. ``build_network(..., network="imagenet")`` builds DARTS'
 ``NetworkImageNet`` instead (:mod:`nni_bio.search_spaces.darts_imagenet`).
 """
 
@@ -43,11 +44,9 @@ from torch import Tensor, nn
 
 from nni_bio.core._registry import get_rule
 from nni_bio.nas.candidates import parse_candidate
-from nni_bio.nas.ops import bio_weight_split, check_op
-from nni_bio.search_spaces.darts_cells import (CELL_TYPES, DEFAULT_ARGS, DEFAULT_RULES, NETWORKS, PRESETS, SPACE,
-                                               AuxiliaryHead, DartsCell, GenotypeError, cell_candidates,
-                                               export_genotype, full_args, labels, preset_op, reduction_cells,
-                                               sample_from_edge_weights, stack_cells, with_preset)
+from nni_bio.nas.ops import check_op
+from nni_bio.search_spaces.darts_cells import (CELL_TYPES, NETWORKS, SPACE, AuxiliaryHead, GenotypeError, export_genotype,
+                                               full_args, labels, stack_cells)
 from nni_bio.search_spaces.darts_imagenet import DartsImageNetNetwork
 
 
@@ -59,7 +58,7 @@ class DartsNetwork(nn.Module):
         drop_path_prob: drop-path probability used by :meth:`forward` in training mode (set it
             from an epoch schedule); Identity ops are never dropped.
         genotype: the genotype the network was built from.
-        preset: ``"bio"`` or ``"reference"`` (:data:`PRESETS`).
+        preset: ``"bio"`` or ``"reference"`` (:data:`~nni_bio.search_spaces.darts_cells.PRESETS`).
     """
 
     def __init__(self, genotype: Mapping[str, Any], *, width: int, num_cells: int, auxiliary: bool = False,
@@ -149,8 +148,4 @@ def _biodarts() -> dict[str, Any]:
 #: arguments it belongs to (``reduce_skip_rules=True``). Retrain with ``build_network(BIODARTS)``.
 BIODARTS: dict[str, Any] = _biodarts()
 
-__all__ = [
-    "BIODARTS", "DEFAULT_ARGS", "DEFAULT_RULES", "NETWORKS", "PRESETS", "AuxiliaryHead", "DartsCell", "DartsNetwork",
-    "GenotypeError", "bio_weight_split", "build_network", "cell_candidates", "export_genotype", "full_args", "labels",
-    "preset_op", "reduction_cells", "sample_from_edge_weights", "stack_cells", "with_preset",
-]
+__all__ = ["BIODARTS", "DartsNetwork", "build_network"]

@@ -273,7 +273,7 @@ class Supernet:
         A ``LayerChoice`` takes its most probable candidate, an ``InputChoice`` its ``n_chosen``
         most probable inputs; inside a ``Cell`` every node keeps the ``num_ops_per_node`` incoming
         edges whose best non-``none`` op weighs most, each with that op (DARTS' rule, as
-        ``darts_net.sample_from_edge_weights``; NNI's own cell export may pick ``none``); with edge
+        ``darts_cells.sample_from_edge_weights``; NNI's own cell export may pick ``none``); with edge
         normalization an edge's weight is that op's times ``softmax(beta)`` of the edge (PC-DARTS).
         """
         if self.kind == "path":

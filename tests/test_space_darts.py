@@ -15,7 +15,8 @@ from nni_bio.nas.ops import FactorizedReduce
 from nni_bio.search_spaces import get_space, space_class
 from nni_bio.search_spaces.darts import (BIODARTS, DartsSpace, GenotypeError, bio_weight_split, build_network,
                                          export_genotype, sample_from_edge_weights)
-from nni_bio.search_spaces.darts_net import DartsNetwork, labels
+from nni_bio.search_spaces.darts_cells import labels
+from nni_bio.search_spaces.darts_net import DartsNetwork
 from nni_bio.core.swap import rule_map
 from nni_bio.train.training import wire_rules
 

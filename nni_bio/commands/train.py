@@ -73,7 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> dict:
                           model_args=model_args)
     genotype = read_genotype(args.genotype)
     if getattr(args, "preset", None):
-        from nni_bio.search_spaces.darts_net import with_preset
+        from nni_bio.search_spaces.darts_cells import with_preset
 
         genotype = with_preset(genotype, args.preset)
     return genotype_spec(genotype, width=args.width, cells=args.cells, auxiliary=args.auxiliary, rule=args.rule,

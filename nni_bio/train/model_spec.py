@@ -63,7 +63,7 @@ def preset_of(spec: Mapping[str, Any]) -> str | None:
     genotype = spec.get("genotype") or {}
     if spec.get("kind") != "genotype" or genotype.get("space") != "darts":
         return None
-    from nni_bio.search_spaces.darts_net import full_args
+    from nni_bio.search_spaces.darts_cells import full_args
 
     return full_args(genotype.get("args"))["preset"]
 
