@@ -4,7 +4,8 @@ level and inside functions; only type-only imports under ``if TYPE_CHECKING:`` (
 
 The layers, lowest first (layers on one line are siblings and may not import each other)::
 
-    core                     nni_bio/core/, the facade nni_bio/__init__.py, nni_bio.testing (and the 0.1 aliases)
+    core                     nni_bio/core/, the facade nni_bio/__init__.py, nni_bio.testing (and the 0.1 aliases
+                             nni_bio.rule, .layers, .errors; nni_bio.training is an alias in train)
     rules, data              the built-in rules; offline data sets
     nas                      rules as NNI mutables, candidates, cell ops, fixed models
     search_spaces            the model spaces (installed as nni_bio.search_spaces)
@@ -36,11 +37,12 @@ LEVELS: list[tuple[str, ...]] = [("core",), ("rules", "data"), ("nas",), ("searc
 LEVEL = {layer: level for level, layers in enumerate(LEVELS) for layer in layers}
 #: modules directly in nni_bio/ and their layer; everything else is named by its folder
 TOP_LEVEL = {"nni_bio": "core", "nni_bio.testing": "core", "nni_bio.rule": "core", "nni_bio.layers": "core",
+             "nni_bio.errors": "core", "nni_bio.training": "train",
              "nni_bio.trial": "strategies", "nni_bio.cli": "commands", "nni_bio.__main__": "commands"}
 #: the layers that may import NNI (the rule core, the rules and the data sets test and run without it)
 NNI_FREE = {"core", "rules", "data"}
-#: the 0.1 import paths of the plugin guide: they warn, and nothing of nni-bio imports them
-ALIASES = {"nni_bio.rule", "nni_bio.layers"}
+#: the 0.1 import paths of the plugin guide and the example plugin: they warn, and nothing of nni-bio imports them
+ALIASES = {"nni_bio.rule", "nni_bio.layers", "nni_bio.errors", "nni_bio.training"}
 #: processes start here; below the launcher, nothing imports them
 ENTRY_POINTS = {"nni_bio.trial", "nni_bio.strategies.oneshot.trial", "nni_bio.cli", "nni_bio.__main__"}
 

@@ -13,6 +13,8 @@ import pytest
 @pytest.mark.parametrize("old, new, name", [
     ("nni_bio.rule", "nni_bio.core.rule", "LearningRule"),
     ("nni_bio.layers", "nni_bio.core.layers", "RuleLayer"),
+    ("nni_bio.errors", "nni_bio.core.errors", "NniBioError"),
+    ("nni_bio.training", "nni_bio.train.training", "scaled_backward"),
 ])
 def test_old_module_warns_and_gives_the_same_objects(old, new, name):
     sys.modules.pop(old, None)
@@ -23,7 +25,8 @@ def test_old_module_warns_and_gives_the_same_objects(old, new, name):
 
 
 def test_a_plugin_written_against_the_old_imports_still_loads():
-    """A rule file as the 0.1 plugin guide wrote it: ``from nni_bio.rule import ...``, ``from nni_bio.layers import ...``."""
+    """A rule file as the 0.1 plugin guide and example plugin wrote it: ``from nni_bio.rule import ...``,
+    ``nni_bio.layers``, ``nni_bio.errors``, ``nni_bio.training``."""
     plugin = textwrap.dedent('''
         import warnings
         warnings.simplefilter("error", FutureWarning)
@@ -34,6 +37,8 @@ def test_a_plugin_written_against_the_old_imports_still_loads():
         warnings.simplefilter("ignore", FutureWarning)
         from nni_bio.rule import Feedback, LearningRule, RuleInfo, PLUGIN_API_VERSION
         from nni_bio.layers import RuleLayer
+        from nni_bio.errors import NniBioError
+        from nni_bio.training import loss_scale, scaled_backward
         import nni_bio
         assert LearningRule is nni_bio.LearningRule and RuleLayer is nni_bio.RuleLayer
         print("loaded")

@@ -10,6 +10,7 @@
 ``timm_models.py``        ``timm:<name>`` models as rule networks
 ``errors.py``             the ``NniBioError`` hierarchy
 ``safe_json.py``          JSON in and out: reading untrusted files, writing results atomically
+``_moved.py``             old import paths that warn for one release (``nni_bio.rule``, ``nni_bio.layers``)
 ========================  ==========================================================================
 
 The built-in rules are in :mod:`nni_bio.rules`, one layer up; the conformance kit plugin authors run
