@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from nni_bio.core._registry import get_rule
-from nni_bio.nas.candidates import candidate_name, check_rules, parse_candidate
 from nni_bio.core.errors import NniBioError
+from nni_bio.nas.candidates import candidate_name, check_rules, parse_candidate
 from nni_bio.nas.ops import (DARTS_OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN, bio_weight_split, build_op,
                          check_op, drop_path, supports)
 SPACE = "darts"

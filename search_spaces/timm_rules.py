@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nni_bio.nas.candidates import check_rules, input_layer_rules
+from nni_bio.core._registry import get_rule
 from nni_bio.core.layers import RuleLayer
+from nni_bio.nas.candidates import check_rules, input_layer_rules
 from nni_bio.nas.mutables import LayerChoice, ModelSpace
 from nni_bio.search_spaces._genotype import GenotypeMixin
-from nni_bio.core._registry import get_rule
 
 DEFAULT_RULES = ("backprop", "brsf", "fa", "frsf", "usf")
 

@@ -11,9 +11,9 @@ from torch import nn
 
 import nni_bio
 from nni_bio.data import get_dataset
+from nni_bio.nas.fixed_models import build_fixed_model
 from nni_bio.train.final_training import load_run, run_final_training
 from nni_bio.train.model_spec import fixed_spec
-from nni_bio.nas.fixed_models import build_fixed_model
 from nni_bio.train.monitor import Diagnostics, feedback_angles, gradient_angles
 from nni_bio.train.training import DivergenceError, EpochMetrics, TrainConfig, train
 

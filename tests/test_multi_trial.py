@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nni_bio import is_rule
-from nni_bio.nas.candidates import parse_candidate
 from nni_bio.core.errors import NniBioError
+from nni_bio.nas.candidates import parse_candidate
 from nni_bio.search_spaces import space_class
 from nni_bio.strategies.multi_trial import STRATEGIES, make_strategy, run_multi_trial
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from nni_bio import is_rule
-from nni_bio.launch import experiment as ex
-from nni_bio.strategies.multi_trial import free_port
-from nni_bio.nas.candidates import parse_candidate
 from nni_bio.commands import search
+from nni_bio.launch import experiment as ex
+from nni_bio.nas.candidates import parse_candidate
+from nni_bio.strategies.multi_trial import free_port
 from nni_bio.strategies.policy_gradient import STATE_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bio.train.checkpoint import CheckpointError, load_checkpoint
 from nni_bio.strategies.oneshot import STRATEGIES, run_oneshot
+from nni_bio.train.checkpoint import CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"width": 4, "rules": ["usf", "fa", "brsf"]}  # brsf: rule state (step counters) that must survive

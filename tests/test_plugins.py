@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import nni_bio
-from nni_bio.core import _registry
 from nni_bio.cli import main as cli
+from nni_bio.core import _registry
 from nni_bio.core.errors import IncompatiblePluginError, PluginLoadError, RuleCollisionError
 from nni_bio.testing import check_rule
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nni_bio.cli import main
+from nni_bio.data.fixtures import write_cifar10
 from nni_bio.launch import experiment as ex
 from nni_bio.launch import preflight
 from nni_bio.launch.experiment_config import check_search_space
-from nni_bio.cli import main
-from nni_bio.data.fixtures import write_cifar10
 
 
 class Started(Exception):

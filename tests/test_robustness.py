@@ -7,9 +7,9 @@ import torch
 
 import nni_bio
 from nni_bio.data import get_dataset
-from nni_bio.nas.fixed_models import build_fixed_model
 from nni_bio.evaluate.robustness import (AttackSettings, Normalize, attack_view, eps_label, evaluate_robustness,
                                 input_gradient, load_test_images, markdown_table, parse_eps, run_attack)
+from nni_bio.nas.fixed_models import build_fixed_model
 from nni_bio.train.training import TrainConfig, evaluate, train
 
 EPS = [0.0, 0.05, 0.1, 0.2, 0.3]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nni_bio.core.layers import RuleLayer
+from nni_bio.core.swap import rule_map
 from nni_bio.nas.mutables import freeze, search_space_json
 from nni_bio.nas.ops import FactorizedReduce
 from nni_bio.search_spaces import get_space, space_class
@@ -17,7 +18,6 @@ from nni_bio.search_spaces.darts import (BIODARTS, DartsSpace, GenotypeError, bi
                                          export_genotype, sample_from_edge_weights)
 from nni_bio.search_spaces.darts_cells import labels
 from nni_bio.search_spaces.darts_net import DartsNetwork
-from nni_bio.core.swap import rule_map
 from nni_bio.train.training import wire_rules
 
 TINY = dict(width=4, num_cells=3)  # cells 1 and 2 are reduction cells

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from nni_bio.core.swap import rule_map
 from nni_bio.nas.mutables import search_space_json
 from nni_bio.search_spaces import get_space
 from nni_bio.search_spaces.tiny import TinySpace
-from nni_bio.core.swap import rule_map
 from nni_bio.train.training import wire_rules
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bio.train._optim import lean
 from nni_bio.data.digits import _split_indices, load_digits_arrays, stratified_split
+from nni_bio.train._optim import lean
 
 
 def test_digits_arrays_are_scikit_learns() -> None:

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from nni_bio.train.checkpoint import load_checkpoint
 from nni_bio.cli import main
+from nni_bio.train.checkpoint import load_checkpoint
 
 EPOCHS = 4
 

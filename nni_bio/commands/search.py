@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nni_bio.core.errors import NniBioError
 from nni_bio.nas._compat import LISTEN_ENV
 from nni_bio.nas.candidates import parse_candidate, unwrap_choice
-from nni_bio.core.errors import NniBioError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

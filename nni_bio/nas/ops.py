@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from nni_bio.core._registry import get_rule
-from nni_bio.nas.candidates import parse_candidate
 from nni_bio.core.errors import NniBioError
 from nni_bio.core.layers import RuleLayer
+from nni_bio.nas.candidates import parse_candidate
 
 #: ``(C_in, C_out, stride, rule, *, affine=True, pool_bn=False) -> nn.Module``
 OpBuilder = Callable[..., nn.Module]

@@ -34,12 +34,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from nni_bio.train.checkpoint import load_checkpoint, save_checkpoint
 from nni_bio.core.errors import NniBioError
-from nni_bio.core.safe_json import write_json
 from nni_bio.core.layers import RuleLayer
-from nni_bio.train.model_spec import build_model, describe, preset_of
+from nni_bio.core.safe_json import write_json
 from nni_bio.core.swap import parameter_counts, rule_map
+from nni_bio.train.checkpoint import load_checkpoint, save_checkpoint
+from nni_bio.train.model_spec import build_model, describe, preset_of
 from nni_bio.train.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
 
 CHECKPOINT, MODEL, RESULT, SPEC = "checkpoint.pt", "model.pt", "result.json", "spec.json"

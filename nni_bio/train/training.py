@@ -46,9 +46,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from nni_bio.core._registry import get_rule
 from nni_bio.core.error_bus import enable_dfa, main_output
-from nni_bio.train.distributed import is_main
 from nni_bio.core.errors import NniBioError
 from nni_bio.core.layers import RuleLayer
+from nni_bio.train.distributed import is_main
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from nni_bio.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nni_bio.core.errors import NniBioError
 from nni_bio.strategies.oneshot.search import EpochRecord, OneShotConfig, OneShotStrategy, Search, recalibrated_evaluate
+from nni_bio.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 #: strategy name -> ("module:class", default keyword arguments)
 STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
