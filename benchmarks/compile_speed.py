@@ -43,9 +43,9 @@ MIXED = ["brsf", "dfa", "fa", "frsf", "kp", "usf"]
 
 
 def resnet8(rules: str, quick: bool) -> tuple[nn.Module, tuple[int, int, int], int]:
-    from nni_bio.nas import freeze
+    from nni_bio.nas.mutables import freeze
     from nni_bio.search_spaces.rule_per_layer import RulePerLayerSpace
-    from nni_bio.nas import search_space_json
+    from nni_bio.nas.mutables import search_space_json
 
     names = MIXED if rules == "mixed" else [rules]
     space = RulePerLayerSpace(in_channels=1, num_classes=10, depth=8, width=4 if quick else 8, rules=names)
@@ -55,7 +55,7 @@ def resnet8(rules: str, quick: bool) -> tuple[nn.Module, tuple[int, int, int], i
 
 
 def tiny(rules: str, quick: bool) -> tuple[nn.Module, tuple[int, int, int], int]:
-    from nni_bio.nas import freeze
+    from nni_bio.nas.mutables import freeze
     from nni_bio.search_spaces.tiny import TinySpace
 
     names = MIXED if rules == "mixed" else [rules]
@@ -78,7 +78,7 @@ NETWORKS: dict[str, Callable] = {"resnet8": resnet8, "tiny": tiny, "tiny-superne
 def step_times(model: nn.Module, shape: tuple[int, int, int], batch: int, steps: int,
                forward: Callable | None = None) -> list[float]:
     """Seconds of each of ``steps`` training steps on fixed random batches."""
-    from nni_bio.training import main_output
+    from nni_bio.train.training import main_output
 
     forward = model if forward is None else forward
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

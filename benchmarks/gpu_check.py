@@ -6,7 +6,7 @@ Prints a Markdown table, one row per measurement:
    conv, grouped conv where the rule supports it, linear, BatchNorm, a backprop head; DFA wired),
    with TF32 off: largest relative error over inputs and parameters.
 2. ``amp``: bf16 and fp16 (with a GradScaler) for every rule: cosine between the mixed-precision and
-   the fp32 gradient of one batch, then one epoch of ``nni_bio.training.train`` with that ``amp``
+   the fp32 gradient of one batch, then one epoch of ``nni_bio.train.training.train`` with that ``amp``
    (finite losses).
 3. ``supernet``: the DARTS op x rule supernet (the paper's search: C=16, 8 cells, batch 64, 32x32,
    rules usf/brsf/frsf/fa, 20 candidates per edge) against the same supernet with every rule layer
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.error_bus import main_output
+from nni_bio.core.error_bus import main_output
 
 CHECKS = ("grads", "amp", "supernet", "final", "ddp", "compile", "cudagraph")
 GRAD_TOLERANCE = 1e-3  # relative, fp32 with TF32 off: summation order and algorithms only
@@ -223,7 +223,7 @@ def check_grads(ctx: Context) -> list[Row]:
 def check_amp(ctx: Context) -> list[Row]:
     from torch.utils.data import TensorDataset
 
-    from nni_bio.training import TrainConfig, scaled_backward, train
+    from nni_bio.train.training import TrainConfig, scaled_backward, train
 
     s, rows = ctx.sizes, []
     rules = nni_bio.list_rules()
@@ -257,7 +257,7 @@ def check_amp(ctx: Context) -> list[Row]:
         rows.append(Row("amp", f"{mode}{' + GradScaler' if mode == 'fp16' else ''}: gradient cosine vs fp32, "
                         f"{len(rules)} rules", f"min {worst:.4f} ({worst_rule})", f">= {AMP_COSINE}",
                         worst >= AMP_COSINE))
-        rows.append(Row("amp", f"{mode}: one epoch of nni_bio.training.train per rule",
+        rows.append(Row("amp", f"{mode}: one epoch of nni_bio.train.training.train per rule",
                         "finite losses" if losses_ok else f"non-finite loss: {', '.join(failed)}", "finite",
                         losses_ok))
     return rows
@@ -266,7 +266,7 @@ def check_amp(ctx: Context) -> list[Row]:
 def _supernet(ctx: Context, *, plain: bool, partial_channels: int = 1) -> tuple[nn.Module, list[nn.Parameter], int]:
     from nni_bio.search_spaces.darts import DartsSpace
     from nni_bio.strategies.supernet import build_supernet
-    from nni_bio.training import wire_rules
+    from nni_bio.train.training import wire_rules
 
     s = ctx.sizes
     torch.manual_seed(0)
@@ -277,7 +277,7 @@ def _supernet(ctx: Context, *, plain: bool, partial_channels: int = 1) -> tuple[
     if plain:
         nni_bio.swap_rule(model, "backprop")
     wire_rules(model.to(ctx.device))
-    layers = sum(1 for m in model.modules() if isinstance(m, nni_bio.layers.RuleLayer))
+    layers = sum(1 for m in model.modules() if isinstance(m, nni_bio.core.layers.RuleLayer))
     return model, supernet.weights, layers
 
 
@@ -317,7 +317,7 @@ def check_supernet(ctx: Context) -> list[Row]:
 
 def check_final(ctx: Context) -> list[Row]:
     from nni_bio.search_spaces.darts_net import BIODARTS, build_network
-    from nni_bio.training import scaled_backward
+    from nni_bio.train.training import scaled_backward
 
     s, rows, speeds = ctx.sizes, [], {}
     image = s.image if ctx.dry_run else 32

@@ -51,9 +51,9 @@ import torch
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.error_bus import ErrorBus
-from nni_bio.errors import UnsupportedLayerError
-from nni_bio.layers import RuleLayer
+from nni_bio.core.error_bus import ErrorBus
+from nni_bio.core.errors import UnsupportedLayerError
+from nni_bio.core.layers import RuleLayer
 
 GOAL = 1.10
 GOAL_RULES = ("brsf", "dfa", "fa", "frsf", "kp", "usf")  # every built-in rule; backprop is the noise row

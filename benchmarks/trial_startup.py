@@ -10,7 +10,7 @@ CPU time (user + system) the trial process had used by then. The trial stops the
 the start-up is measured.
 
 The probe: a ``sitecustomize`` module on ``PYTHONPATH`` (a temporary folder) wraps the batch
-iterator of ``nni_bio.training.train`` when that module is imported; when the loop asks for its
+iterator of ``nni_bio.train.training.train`` when that module is imported; when the loop asks for its
 second batch, it prints the timestamps and ends the process. Nothing else is loaded early: the
 trial imports what it imports on its own.
 
@@ -73,7 +73,7 @@ class _FirstBatch:
 
 class _Probe(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "nni_bio.training":
+        if name != "nni_bio.train.training":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

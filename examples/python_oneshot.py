@@ -18,7 +18,7 @@ import torch
 from nni_bio.data import get_dataset
 from nni_bio.search_spaces import space_class
 from nni_bio.strategies.oneshot import STRATEGIES, run_oneshot
-from nni_bio.training import TrainConfig, train
+from nni_bio.train.training import TrainConfig, train
 
 #: per-strategy settings for this small problem (the library defaults are DARTS' CIFAR-10 ones)
 SETTINGS = {

@@ -14,30 +14,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from nni_bio._registry import get_rule as get_rule
-from nni_bio._registry import is_rule as is_rule
-from nni_bio._registry import list_rules as list_rules
-from nni_bio._registry import register_rule as register_rule
-from nni_bio._registry import rule_sources as rule_sources
-from nni_bio._registry import unregister_rule as unregister_rule
-from nni_bio.error_bus import enable_dfa as enable_dfa
-from nni_bio.errors import NniBioError as NniBioError
-from nni_bio.errors import UnknownRuleError as UnknownRuleError
-from nni_bio.layers import LayerOp as LayerOp
-from nni_bio.layers import RuleConv2d as RuleConv2d
-from nni_bio.layers import RuleLayer as RuleLayer
-from nni_bio.layers import RuleLinear as RuleLinear
-from nni_bio.rule import PLUGIN_API_VERSION as PLUGIN_API_VERSION
-from nni_bio.rule import Feedback as Feedback
-from nni_bio.rule import LearningRule as LearningRule
-from nni_bio.rule import RuleInfo as RuleInfo
-from nni_bio.rule import SignFeedback as SignFeedback
-from nni_bio.rule import xavier_like as xavier_like
-from nni_bio.rule import xavier_std as xavier_std
-from nni_bio.swap import rule_map as rule_map
-from nni_bio.swap import swap_rule as swap_rule
-from nni_bio.torch_models import convert as convert
-from nni_bio.torch_models import to_torch as to_torch
+from nni_bio.core._registry import get_rule as get_rule
+from nni_bio.core._registry import is_rule as is_rule
+from nni_bio.core._registry import list_rules as list_rules
+from nni_bio.core._registry import register_rule as register_rule
+from nni_bio.core._registry import rule_sources as rule_sources
+from nni_bio.core._registry import unregister_rule as unregister_rule
+from nni_bio.core.error_bus import enable_dfa as enable_dfa
+from nni_bio.core.errors import NniBioError as NniBioError
+from nni_bio.core.errors import UnknownRuleError as UnknownRuleError
+from nni_bio.core.layers import LayerOp as LayerOp
+from nni_bio.core.layers import RuleConv2d as RuleConv2d
+from nni_bio.core.layers import RuleLayer as RuleLayer
+from nni_bio.core.layers import RuleLinear as RuleLinear
+from nni_bio.core.rule import PLUGIN_API_VERSION as PLUGIN_API_VERSION
+from nni_bio.core.rule import Feedback as Feedback
+from nni_bio.core.rule import LearningRule as LearningRule
+from nni_bio.core.rule import RuleInfo as RuleInfo
+from nni_bio.core.rule import SignFeedback as SignFeedback
+from nni_bio.core.rule import xavier_like as xavier_like
+from nni_bio.core.rule import xavier_std as xavier_std
+from nni_bio.core.swap import rule_map as rule_map
+from nni_bio.core.swap import swap_rule as swap_rule
+from nni_bio.core.torch_models import convert as convert
+from nni_bio.core.torch_models import to_torch as to_torch
 
 __all__ = [
     "PLUGIN_API_VERSION", "Feedback", "LayerOp", "LearningRule", "NniBioError", "RuleConv2d", "RuleInfo",

@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from nni_bio.errors import NniBioError, OutputWriteError, write_failure
+from nni_bio.core.errors import NniBioError, OutputWriteError, write_failure
 
 #: sub-command modules, in the order ``nni-bio --help`` lists them
 COMMANDS = ["rules", "search", "study", "export_space", "demo", "data", "train", "attack", "report", "new_rule",

@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nni_bio._registry import get_rule
-from nni_bio.error_bus import enable_dfa
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import LearningRule
+from nni_bio.core._registry import get_rule
+from nni_bio.core.error_bus import enable_dfa
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import LearningRule
 
 Check = Callable[[LearningRule], None]
 Reference = Callable[[Tensor, Tensor, "Tensor | None", RuleLayer], Tensor]

@@ -1,6 +1,6 @@
 """The multi-trial trial's command line: train the architecture NNI sends (or ``--sample``) with the
 chosen rules, report per-epoch and final results, write TensorBoard logs. The work is
-:func:`nni_bio.trial_runtime.train_architecture`, shared with ``run_multi_trial``'s evaluator.
+:func:`nni_bio.train.trial_runtime.train_architecture`, shared with ``run_multi_trial``'s evaluator.
 
 ``nnictl`` runs it as the ``trialCommand`` of the NAS-as-HPO bridge (see ``examples/*.yml``)::
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from nni_bio.errors import NniBioError
-from nni_bio.trial_runtime import EXIT_DIVERGED, run_as_trial, train_architecture
+from nni_bio.core.errors import NniBioError
+from nni_bio.train.trial_runtime import EXIT_DIVERGED, run_as_trial, train_architecture
 
 __all__ = ["EXIT_DIVERGED", "budget_epochs", "main", "next_sample", "parse_args", "run"]
 
@@ -64,13 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def next_sample(given: str | None) -> dict[str, Any]:
     """The architecture to train: ``--sample`` when given, else the tuner's next parameters."""
     if given is not None:
-        from nni_bio.safe_json import read_json, sample_schema
+        from nni_bio.core.safe_json import read_json, sample_schema
 
         return read_json(given, what="--sample", schema=sample_schema, is_path=False)
     import nni
 
-    from nni_bio import _compat
-    from nni_bio.experiment import unwrap_choice
+    from nni_bio.nas import _compat
+    from nni_bio.nas.candidates import unwrap_choice
 
     sample = nni.get_next_parameter()
     _compat.check_parameters_bound()
@@ -93,7 +93,7 @@ def budget_epochs(sample: dict[str, Any], default: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from nni_bio.training import TrainConfig
+    from nni_bio.train.training import TrainConfig
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device,
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nni_bio import _compat
+    from nni_bio.nas import _compat
 
     _compat.lean_trial()  # a trial process: nni.nas without pytorch-lightning (and all it imports)
     sys.exit(main())

@@ -15,12 +15,12 @@ stamp=.venv/.nni-bio-setup
 shopt -s nullglob
 plugins=(examples/plugins/*/pyproject.toml)
 want=$(cat constraints.txt pyproject.toml scripts/setup.sh "${plugins[@]}" | sha256sum | cut -d' ' -f1)
-# Patch NNI's installed manager (nni_bio/_compat.py): NNI 3.0's remote training service gives a trial
+# Patch NNI's installed manager (nni_bio/nas/_compat.py): NNI 3.0's remote training service gives a trial
 # whichever queued parameters come first (patch_v3_parameter_binding binds them to their trial), and
 # its REST server listens on every interface without authentication (patch_manager_listen_address:
 # 127.0.0.1, plus nniManagerIp for remote workers). Every run: idempotent, and a reinstalled nni
 # brings the unpatched files back.
-patch_nni() { .venv/bin/python -m nni_bio._compat patch-nni-manager >/dev/null; }
+patch_nni() { .venv/bin/python -m nni_bio.nas._compat patch-nni-manager >/dev/null; }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     patch_nni
     exit 0

@@ -1,7 +1,8 @@
 """Search spaces over architectures and learning rules (installed as ``nni_bio.search_spaces``).
 
 One ``ModelSpace`` per file; constructor arguments are plain data (rule names as strings), so a
-trial process rebuilds identical candidates. ``get_space(name, **kwargs)`` builds one by name.
+trial process rebuilds identical candidates. ``get_space(name, **kwargs)`` builds one by name;
+``space_json`` gives the search-space JSON nnictl's tuners read (``nni-bio export-space``, the preflight).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def space_class(name: str) -> type:
     if name not in SPACES:
         import difflib
 
-        from nni_bio.errors import NniBioError
+        from nni_bio.core.errors import NniBioError
 
         close = difflib.get_close_matches(name, SPACES, n=2)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -55,3 +56,15 @@ def space_arguments(space_cls: type, extra: dict[str, Any], dataset: str) -> dic
 def get_space(name: str, **kwargs: Any):
     """Build search space ``name`` with plain-data arguments."""
     return space_class(name)(**kwargs)
+
+
+def space_json(space: str, dataset: str, space_args: dict, fmt: str = "choice") -> dict:
+    """The search-space JSON for ``space`` built as a trial would build it (``fmt``: ``"choice"`` for HPO
+    tuners, ``"nas"`` for NNI's ``layer_choice`` format)."""
+    from nni_bio.nas.mutables import search_space_json
+
+    cls = space_class(space)
+    result = search_space_json(cls(**space_arguments(cls, space_args, dataset)))
+    if fmt == "nas":
+        result = {k: {"_type": "layer_choice", "_value": v["_value"]} for k, v in result.items()}
+    return result

@@ -31,7 +31,7 @@ class GenotypeMixin:
         the same ops with other rules, from a one-rule space or a six-rule one, start from the same
         forward weights, so a seed pairs networks across arms. The global RNG advances by one draw.
         """
-        from nni_bio.nas import freeze
+        from nni_bio.nas.mutables import freeze
 
         if genotype.get("space") != cls.space_name:
             raise ValueError(f"genotype is for space {genotype.get('space')!r}, not {cls.space_name!r}")
@@ -49,7 +49,7 @@ def reinitialize(model: nn.Module, base_seed: int) -> nn.Module:
     builds from it; other layers run their ``reset_parameters``. Uses (and leaves changed) the global RNG:
     call it under ``torch.random.fork_rng``.
     """
-    from nni_bio.layers import RuleLayer
+    from nni_bio.core.layers import RuleLayer
 
     for name, module in model.named_modules():
         if isinstance(module, RuleLayer):

@@ -24,7 +24,7 @@ FactorizedReduce after a reduction cell), the classifier (and, in the final netw
 auxiliary head) use ``fixed_rule``, a bio rule by default (``usf``), so a "bio-inspired" network
 has no plain-backprop weights (defect #2): the ``bio`` preset. ``preset="reference"`` (or
 ``fixed_rule="backprop"``) reproduces the reference code's split: those layers and every stride-2
-``skip_connect`` learn by backprop, only the cell ops are bio (``darts_net.PRESETS``);
+``skip_connect`` learn by backprop, only the cell ops are bio (``darts_cells.PRESETS``);
 :func:`bio_weight_split` reports the split for any network.
 
 The supernet uses DARTS' search conventions (BatchNorm ``affine=False``, BatchNorm after pools).
@@ -54,13 +54,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nni_bio.nas import ModelSpace  # first: applies the NNI compat shims
-from nni_bio._registry import get_rule
-from nni_bio.ops import (DARTS_OPS, FactorizedReduce, ReLUConvBN, bio_weight_split, build_op,
+from nni_bio.nas.mutables import ModelSpace  # first: applies the NNI compat shims
+from nni_bio.core._registry import get_rule
+from nni_bio.nas.ops import (DARTS_OPS, FactorizedReduce, ReLUConvBN, bio_weight_split, build_op,
                          unsupported_candidates)
-from nni_bio.search_spaces.darts_net import (BIODARTS, DEFAULT_RULES, NUM_INPUTS, OPS_PER_NODE, GenotypeError,
-                                             build_network, cell_candidates, export_genotype, full_args,
-                                             preset_op, reduction_cells, sample_from_edge_weights)
+from nni_bio.search_spaces.darts_cells import (DEFAULT_RULES, NUM_INPUTS, OPS_PER_NODE, GenotypeError, cell_candidates,
+                                               export_genotype, full_args, preset_op, reduction_cells,
+                                               sample_from_edge_weights)
+from nni_bio.search_spaces.darts_net import BIODARTS, build_network
 
 from nni.nas.nn.pytorch import Cell  # noqa: E402
 from nni.nas.space import current_model  # noqa: E402
@@ -105,7 +106,7 @@ class DartsSpace(ModelSpace):
         num_nodes: intermediate nodes per cell (two ops each).
         stem_multiplier: the stem outputs ``stem_multiplier * width`` channels.
         rules: learning rules searched for each op with weights (any registered rule).
-        ops: op names (see :data:`nni_bio.ops.OPS`).
+        ops: op names (see :data:`nni_bio.nas.ops.OPS`).
         fixed_rule: rule of the stem, cell preprocessing, classifier and stride-2 ``skip_connect``
             (default: ``usf``, or ``backprop`` with ``preset="reference"``).
         reduce_skip_rules: offer ``skip_connect@rule`` in reduction cells.

@@ -4,7 +4,7 @@ As in DARTS (Liu et al. 2019, ``cnn/model.py``) and the reference code's ``train
 
 * ``stem0``: conv 3x3 stride 2 (3 -> C/2), BN, ReLU, conv 3x3 stride 2 (C/2 -> C), BN;
   ``stem1``: ReLU, conv 3x3 stride 2 (C -> C), BN. A 224 px image reaches the cells at 28x28.
-* the cells of :func:`~nni_bio.search_spaces.darts_net.stack_cells` (reductions at L//3 and
+* the cells of :func:`~nni_bio.search_spaces.darts_cells.stack_cells` (reductions at L//3 and
   2L//3); the first cell reduces its c_{k-2} input (``stem0``'s 56x56 output), as after a reduction.
 * the ImageNet auxiliary head after cell 2L//3 (:class:`AuxiliaryHeadImageNet`), global average
   pooling (DARTS' ``AvgPool2d(7)`` over the final 7x7 map at 224 px; adaptive here, the same there)
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nni_bio._registry import get_rule
-from nni_bio.search_spaces.darts_net import full_args, stack_cells
+from nni_bio.core._registry import get_rule
+from nni_bio.search_spaces.darts_cells import full_args, stack_cells
 
 
 class AuxiliaryHeadImageNet(nn.Module):

@@ -28,9 +28,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nni_bio.nas import ModelSpace, op_rule_choice  # first: applies the NNI compat shims
-from nni_bio._registry import get_rule
-from nni_bio.ops import (NB201_OPS, ResNetBasicBlock, bio_weight_split, build_op, has_weights,
+from nni_bio.nas.mutables import ModelSpace, op_rule_choice  # first: applies the NNI compat shims
+from nni_bio.core._registry import get_rule
+from nni_bio.nas.ops import (NB201_OPS, ResNetBasicBlock, bio_weight_split, build_op, has_weights,
                          unsupported_candidates)
 from nni_bio.search_spaces.nb201_net import (DEFAULT_RULES, EDGES, NUM_NODES, GenotypeError, arch_string,
                                              build_network, cell_candidates, export_genotype, full_args,
@@ -74,7 +74,7 @@ class NB201Space(ModelSpace):
         cells_per_stage: cells per stage (N=5 in NAS-Bench-201).
         rules: learning rules searched for ops with weights (any registered rule).
         fixed_rule: rule of the stem, the residual reduction blocks and the classifier.
-        ops: op names (see :data:`nni_bio.ops.OPS`).
+        ops: op names (see :data:`nni_bio.nas.ops.OPS`).
     """
 
     space_name = "nb201"

@@ -23,10 +23,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nni_bio._registry import get_rule
-from nni_bio.candidates import candidate_name, check_rules, parse_candidate
-from nni_bio.errors import NniBioError
-from nni_bio.ops import (NB201_OPS, ResNetBasicBlock, bio_weight_split, build_op, check_op, has_weights,
+from nni_bio.core._registry import get_rule
+from nni_bio.core.errors import NniBioError
+from nni_bio.nas.candidates import candidate_name, check_rules, parse_candidate
+from nni_bio.nas.ops import (NB201_OPS, ResNetBasicBlock, bio_weight_split, build_op, check_op, has_weights,
                          supports)
 
 SPACE = "nb201"

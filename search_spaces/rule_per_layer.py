@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nni_bio._registry import get_rule
-from nni_bio.nas import ModelSpace, rule_choice
+from nni_bio.core._registry import get_rule
+from nni_bio.nas.mutables import ModelSpace, rule_choice
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
 DEFAULT_RULES = ("backprop", "brsf", "fa", "frsf", "usf")

@@ -5,7 +5,7 @@
     python3 -m nni_bio.trial --space timm_rules --space-args '{"model": "resnet18", "rules": ["fa", "usf"]}' ...
 
 The model is built without weights (``pretrained=False``) for the data set's channels, classes and, where the
-model takes one, image size (:func:`nni_bio.timm_models.build_timm`); ``model_args`` go to its constructor
+model takes one, image size (:func:`nni_bio.core.timm_models.build_timm`); ``model_args`` go to its constructor
 (e.g. ``{"patch_size": 4}`` for a ViT on 32x32 images). The groups that get a rule choice are the model's
 top-level children holding weight layers (``granularity="stage"``: ResNet's ``conv1``, ``layer1``..``layer4``,
 ``fc``; ViT's ``patch_embed``, ``blocks``, ``head``), or with ``granularity="block"`` the children of its
@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nni_bio.candidates import changes_first_layer, check_rules, input_layer_rules
-from nni_bio.layers import RuleLayer, RuleLinear
-from nni_bio.nas import LayerChoice, ModelSpace
+from nni_bio.core._registry import get_rule
+from nni_bio.core.layers import RuleLayer, RuleLinear
+from nni_bio.nas.candidates import changes_first_layer, check_rules, input_layer_rules
+from nni_bio.nas.mutables import LayerChoice, ModelSpace
 from nni_bio.search_spaces._genotype import GenotypeMixin
-from nni_bio._registry import get_rule
 
 DEFAULT_RULES = ("backprop", "brsf", "fa", "frsf", "usf")
 
@@ -75,7 +75,7 @@ class TimmRulesSpace(GenotypeMixin, ModelSpace):
                  rules: Sequence[str] = DEFAULT_RULES, granularity: str = "stage",
                  model_args: Mapping[str, Any] | None = None):
         super().__init__()
-        from nni_bio.timm_models import build_timm
+        from nni_bio.core.timm_models import build_timm
 
         rules = check_rules(list(rules))
         with torch.random.fork_rng(devices=[]):

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nni_bio.error_bus import main_output
+from nni_bio.core.error_bus import main_output
 from nni_bio.strategies.oneshot.search import OneShotStrategy, Search, frozen
 
 

@@ -9,7 +9,7 @@ reward is that path's accuracy on the batch, and the policy is updated every ``b
 trajectories (NNI's defaults: 20 batches, PPO batch 32, repeat 5, 5 updates).
 
 Why not NNI's ``ENAS`` strategy itself: it runs only inside a Lightning evaluator (needing the
-ConcatLoader shim of ``nni_bio._compat`` on Lightning >= 2.1 and ``reward_metric_name``), cannot
+ConcatLoader shim of ``nni_bio.nas._compat`` on Lightning >= 2.1 and ``reward_metric_name``), cannot
 report per-epoch results to an NNI trial, and its ``export()`` is one more *random* draw of the
 controller. Here the derived architecture is the controller's greedy decoding (argmax at each step
 of the autoregressive policy, deterministic), and ``val_acc`` is that architecture's accuracy with

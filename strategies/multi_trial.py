@@ -12,7 +12,7 @@ tuner, on any nni-bio search space::
 runs. For the YAML route (``nnictl create``) see ``examples/README.md``.
 
 The evaluator is :class:`SampleEvaluator` calling :func:`evaluate`, which trains and reports through the same
-trial runtime as ``python -m nni_bio.trial`` (:mod:`nni_bio.trial_runtime`): the network is built from the
+trial runtime as ``python -m nni_bio.trial`` (:mod:`nni_bio.train.trial_runtime`): the network is built from the
 genotype, and every trial writes ``genotype.json``, ``result.json`` and TensorBoard logs (``ts``: in NNI's trial
 folder; ``sequential``: under ``WORKING_DIR/EXPERIMENT_ID/trials/N``). NNI serializes the evaluator into every
 trial, so it carries only plain arguments and builds the data set inside the trial (a data set in the payload
@@ -22,16 +22,16 @@ fails with "payload too large").
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nni_bio.nas  # noqa: F401  (applies nni_bio._compat before nni.nas: gym alias, GridSearch fix)
+import nni_bio.nas.mutables  # noqa: F401  (applies nni_bio.nas._compat before nni.nas: gym alias, GridSearch fix)
 
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
 
-__all__ = ["STRATEGIES", "SampleEvaluator", "SearchResult", "TrialRecord", "evaluate", "make_strategy", "run_multi_trial"]
+__all__ = ["STRATEGIES", "SampleEvaluator", "SearchResult", "TrialRecord", "evaluate", "free_port", "make_strategy",
+           "run_multi_trial"]
 
 _logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def evaluate(sample: dict[str, Any], *, space: str, space_args: dict[str, Any] |
              data_dir: str | None = None, seed: int = 0, device: str | None = None,
              output_root: str | None = None) -> float:
     """Train the architecture ``sample`` as every multi-trial trial does
-    (:func:`nni_bio.trial_runtime.train_architecture`: per-epoch and final NNI results, TensorBoard,
+    (:func:`nni_bio.train.trial_runtime.train_architecture`: per-epoch and final NNI results, TensorBoard,
     ``genotype.json`` and ``result.json``); return the final validation accuracy.
 
     Runs inside the trial, so the data set is loaded here, never shipped with the evaluator. Files go
@@ -85,8 +85,8 @@ def evaluate(sample: dict[str, Any], *, space: str, space_args: dict[str, Any] |
 
     import torch
 
-    from nni_bio.training import TrainConfig
-    from nni_bio.trial_runtime import train_architecture
+    from nni_bio.train.training import TrainConfig
+    from nni_bio.train.trial_runtime import train_architecture
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
@@ -135,10 +135,6 @@ def make_strategy(name: str, *, max_trials: int, seed: int = 0, **options: Any):
         from nni_bio.strategies.tuner_strategy import TunerStrategy
 
         return TunerStrategy(TpeTuner(**{"optimize_mode": "maximize", "seed": seed, **options}))
-    if name == "rl":  # the name in 0.1.0: "rl" could be read as nni-bio's policy-gradient tuner
-        warnings.warn("multi-trial strategy 'rl' is now called 'ppo' (NNI's PolicyBasedRL); nni-bio's REINFORCE "
-                      "tuner is 'policy_gradient'", FutureWarning, stacklevel=2)
-        name = "ppo"
     if name == "ppo":
         return strategy.PolicyBasedRL(**{"samples_per_update": max(1, min(20, max_trials // 3)), **options})
     if name == "grid":
@@ -150,11 +146,24 @@ def make_strategy(name: str, *, max_trials: int, seed: int = 0, **options: Any):
         return TunerStrategy(PolicyGradientTuner(**{"seed": seed, **options}))
     import difflib
 
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     close = difflib.get_close_matches(name, STRATEGIES, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise NniBioError(f"unknown multi-trial strategy {name!r}.{hint} Available: {', '.join(STRATEGIES)}")
+
+
+def free_port(start: int = 8080) -> int:
+    """The first port from ``start`` nothing listens on (for the experiment's web UI)."""
+    import socket
+
+    from nni_bio.core.errors import NniBioError
+
+    for port in range(start, start + 200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise NniBioError(f"no free port in {start}..{start + 199}")
 
 
 def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset: str = "digits",
@@ -222,8 +231,6 @@ def run_multi_trial(space: str = "tiny", strategy: str = "evolution", *, dataset
     experiment = NasExperiment(model_space, evaluator, search, config, id=experiment_id)
     try:
         if engine == "ts":
-            from nni_bio.experiment import free_port
-
             experiment.run(port=port or free_port())
         else:
             experiment.run()

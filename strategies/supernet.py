@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nni_bio import nas as _nas  # noqa: F401  (applies nni_bio._compat before NNI is imported below)
-from nni_bio._registry import get_rule
-from nni_bio.layers import RuleLayer
+from nni_bio.nas import mutables as _nas  # noqa: F401  (applies nni_bio.nas._compat before NNI is imported below)
+from nni_bio.core._registry import get_rule
+from nni_bio.core.layers import RuleLayer
 
 from nni.nas.nn.pytorch.cell import preprocess_cell_inputs  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
@@ -273,7 +273,7 @@ class Supernet:
         A ``LayerChoice`` takes its most probable candidate, an ``InputChoice`` its ``n_chosen``
         most probable inputs; inside a ``Cell`` every node keeps the ``num_ops_per_node`` incoming
         edges whose best non-``none`` op weighs most, each with that op (DARTS' rule, as
-        ``darts_net.sample_from_edge_weights``; NNI's own cell export may pick ``none``); with edge
+        ``darts_cells.sample_from_edge_weights``; NNI's own cell export may pick ``none``); with edge
         normalization an edge's weight is that op's times ``softmax(beta)`` of the edge (PC-DARTS).
         """
         if self.kind == "path":

@@ -22,7 +22,7 @@ from nni.mutable import CategoricalMultiple
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.strategy.hpo import HPOTunerStrategy
 
-from nni_bio.nas import search_space_json
+from nni_bio.nas.mutables import search_space_json
 
 __all__ = ["TunerStrategy"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_bio import _registry
+from nni_bio.core import _registry
 
 ENV_VARS = ("NNI_BIO_DISABLE_PLUGIN_AUTOLOAD", "NNI_BIO_BLOCK_PLUGINS")
 

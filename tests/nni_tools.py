@@ -253,7 +253,7 @@ class Nnictl:
         return self._started(done, port)
 
     def _started(self, done: subprocess.CompletedProcess, port: int) -> str:
-        from nni_bio.experiment import RestClient
+        from nni_bio.launch.experiment import RestClient
 
         assert done.returncode == 0 and "ERROR" not in done.stdout, done.stdout + done.stderr
         experiment_id = RestClient(port).experiment_id()
@@ -295,7 +295,7 @@ def trial_processes(trial_id: str) -> list[psutil.Process]:
 
 
 def training_process(trial_id: str) -> psutil.Process | None:
-    """The process that trains: the supervised child (nni_bio._compat.supervise_trial) of the trial's python."""
+    """The process that trains: the supervised child (nni_bio.nas._compat.supervise_trial) of the trial's python."""
     procs = trial_processes(trial_id)
     pids = {p.pid for p in procs}
     children = [p for p in procs if p.ppid() in pids and "python" in p.name()]

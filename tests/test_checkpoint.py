@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bio.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nni_bio.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def test_round_trip_is_plain_data_loadable_with_weights_only(tmp_path):

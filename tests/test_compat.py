@@ -1,12 +1,12 @@
-"""Every NNI 3.0 shim in nni_bio._compat does what it claims."""
+"""Every NNI 3.0 shim in nni_bio.nas._compat does what it claims."""
 
 import os
 import sys
 
 import pytest
 
-import nni_bio.nas  # noqa: F401  (applies the shims)
-from nni_bio import _compat
+import nni_bio.nas.mutables  # noqa: F401  (applies the shims)
+from nni_bio.nas import _compat
 
 
 def test_apply_is_idempotent():
@@ -238,7 +238,7 @@ def test_a_trial_refuses_parameters_an_unpatched_manager_handed_out(monkeypatch)
     import nni.trial
     import pytest
 
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     monkeypatch.setattr(nni.trial, "_params", {"parameter_id": 0, "parameters": {"fc": "usf"}})
     monkeypatch.delenv("NNI_TRIAL_COMMAND_CHANNEL", raising=False)

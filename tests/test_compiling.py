@@ -13,7 +13,7 @@ from torch.utils.data import Subset
 import nni_bio
 from nni_bio.data import get_dataset
 from nni_bio.train.compiling import compile_model, usable_backend
-from nni_bio.training import TrainConfig, train
+from nni_bio.train.training import TrainConfig, train
 
 #: every layer on another rule, host state (brsf's step) and the error bus (dfa) included
 RULES = ("brsf", "dfa", "kp", "usf")
@@ -83,7 +83,7 @@ def test_the_one_shot_search_compiles_its_supernet():
 
 
 def test_a_search_that_samples_a_path_per_step_refuses_to_compile():
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
     from nni_bio.strategies.oneshot import run_oneshot
 
     with pytest.raises(NniBioError, match="enas samples one path per step"):

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.error_bus import error_bus
-from nni_bio.errors import DFAWiringError
+from nni_bio.core.error_bus import error_bus
+from nni_bio.core.errors import DFAWiringError
 
 R = nni_bio.get_rule
 

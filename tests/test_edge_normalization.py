@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nni_bio.checkpoint import load_checkpoint
 from nni_bio.data import get_dataset
 from nni_bio.search_spaces import space_arguments, space_class
 from nni_bio.search_spaces.tiny import TinySpace
@@ -20,6 +19,7 @@ from nni_bio.strategies.oneshot import make_strategy, run_oneshot
 from nni_bio.strategies.oneshot.loop import _run_settings
 from nni_bio.strategies.oneshot.search import OneShotConfig, Search
 from nni_bio.strategies.supernet import ZERO_OP, PartialChannelMixedCell, build_supernet
+from nni_bio.train.checkpoint import load_checkpoint
 
 SMALL = {"width": 4, "num_cells": 3, "num_nodes": 2, "rules": ["usf"]}
 FAST = {"train_limit": 32, "batch_size": 16}

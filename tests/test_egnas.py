@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nni_bio.search_spaces.tiny import TinySpace
-from nni_bio.strategies.oneshot.search import Search
 from nni_bio.strategies.oneshot import make_strategy, run_oneshot
+from nni_bio.strategies.oneshot.search import Search
 from nni_bio.strategies.supernet import build_supernet
 
 

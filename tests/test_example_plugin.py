@@ -16,7 +16,7 @@ pytest.importorskip("nni_bio_hebbian", reason="example plugin not installed: "
                     "pip install --no-deps -e examples/plugins/nni-bio-hebbian")
 
 import nni_bio  # noqa: E402
-from nni_bio.errors import UnsupportedLayerError  # noqa: E402
+from nni_bio.core.errors import UnsupportedLayerError  # noqa: E402
 from nni_bio.testing import CHECKS, run_check  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def test_learns_digits_and_the_hidden_layer_is_hebbian():
 
 def test_fp16_grad_scaler_leaves_the_update_intact():
     """The update ignores the loss, so it must carry the loss scale itself or unscale_ divides it away."""
-    from nni_bio.training import scaled_backward
+    from nni_bio.train.training import scaled_backward
 
     torch.manual_seed(0)
     layer = nni_bio.get_rule("softhebb").linear(8, 4)
@@ -180,13 +180,13 @@ def test_fp16_backward_without_a_declared_scale_is_refused():
     layer = nni_bio.get_rule("softhebb").linear(8, 4)
     with torch.autocast("cpu", dtype=torch.float16):
         loss = layer(torch.randn(16, 8)).float().sum()
-    with pytest.raises(nni_bio.errors.NniBioError, match="scaled_backward"):
+    with pytest.raises(nni_bio.core.errors.NniBioError, match="scaled_backward"):
         loss.backward()
 
 
 def test_train_with_fp16_amp_moves_the_hebbian_weight_as_fp32_does():
     from nni_bio.data import get_dataset
-    from nni_bio.training import TrainConfig, train
+    from nni_bio.train.training import TrainConfig, train
 
     data = get_dataset("digits", "train", augment=False)
     subset = torch.utils.data.Subset(data, range(256))

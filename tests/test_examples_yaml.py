@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from nni_bio import is_rule
-from nni_bio.experiment import check_search_space, load_config
+from nni_bio.launch.experiment_config import check_search_space, load_config
 from nni_bio.search_spaces import SPACES
 from nni_bio.trial import parse_args
 

@@ -7,7 +7,9 @@ import shlex
 import pytest
 import yaml
 
-from nni_bio.experiment import ExperimentError, best_trial, decode_trial, load_config, unwrap_choice
+from nni_bio.launch.experiment import best_trial, decode_trial
+from nni_bio.launch.experiment_config import ExperimentError, load_config
+from nni_bio.nas.candidates import unwrap_choice
 
 
 def rest_trial(trial_id, status, params, final=None):
@@ -63,7 +65,7 @@ def test_missing_config_is_named():
 # -- the search space a config offers is the one its trials build --------------------------------------
 
 def _config(tmp_path, rules_in_command, rules_in_file, *, tuner="RegularizedEvolutionTuner", fmt="nas"):
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
 
     space_args = json.dumps({"width": 4, "rules": rules_in_command})
     (tmp_path / "space.json").write_text(json.dumps(space_json("tiny", "digits", {"width": 4, "rules": rules_in_file},
@@ -78,7 +80,7 @@ def _config(tmp_path, rules_in_command, rules_in_file, *, tuner="RegularizedEvol
 
 def test_a_search_space_file_made_for_other_rules_is_refused_with_the_command_that_fixes_it(tmp_path, capsys):
     from nni_bio.cli import main
-    from nni_bio.experiment import check_search_space
+    from nni_bio.launch.experiment_config import check_search_space
 
     path = _config(tmp_path, ["usf", "fa", "kp"], ["usf", "fa"])
     with pytest.raises(ExperimentError, match="nni-bio export-space") as caught:
@@ -92,7 +94,7 @@ def test_a_search_space_file_made_for_other_rules_is_refused_with_the_command_th
 
 
 def test_update_space_rewrites_a_stale_file_and_a_wrong_format_is_caught(tmp_path):
-    from nni_bio.experiment import check_search_space
+    from nni_bio.launch.experiment_config import check_search_space
 
     path = _config(tmp_path, ["usf", "fa"], ["usf"])
     assert check_search_space(path, update=True) == "updated"
@@ -105,7 +107,7 @@ def test_update_space_rewrites_a_stale_file_and_a_wrong_format_is_caught(tmp_pat
 
 
 def test_a_rule_that_is_not_installed_is_named_before_launching(tmp_path):
-    from nni_bio.experiment import check_search_space
+    from nni_bio.launch.experiment_config import check_search_space
 
     path = _config(tmp_path, ["usf"], ["usf"])
     path.write_text(path.read_text().replace('"usf"]', '"usf", "no_such_rule"]'))
@@ -114,7 +116,7 @@ def test_a_rule_that_is_not_installed_is_named_before_launching(tmp_path):
 
 
 def test_nni_bio_search_refuses_a_stale_space_before_starting_nni(tmp_path, monkeypatch, capsys):
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
     from nni_bio.cli import main
 
     monkeypatch.setattr(ex, "create", lambda *a, **k: pytest.fail("nnictl was started"))
@@ -126,7 +128,7 @@ def test_search_reports_what_a_one_shot_trial_s_number_is(monkeypatch, capsys):
     import argparse
     from types import SimpleNamespace
 
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
     from nni_bio.commands import search
     from nni_bio.strategies.oneshot.trial import final_metrics
 
@@ -162,7 +164,7 @@ def epoch_metrics(supernet, derived):
 
 
 def test_one_shot_progress_is_built_from_intermediate_results():
-    from nni_bio.experiment import oneshot_progress
+    from nni_bio.launch.experiment import oneshot_progress
 
     records = [metric_record("t1", 2, epoch_metrics(0.81, 0.70)), metric_record("t1", 0, epoch_metrics(0.5, 0.4)),
                metric_record("t1", 1, epoch_metrics(0.7, 0.6)), metric_record("t1", 0, {"default": 0.9}, "FINAL")]
@@ -180,7 +182,7 @@ def test_one_shot_progress_is_built_from_intermediate_results():
 
 
 def test_the_derived_architecture_is_read_from_a_one_shot_trial_s_output():
-    from nni_bio.experiment import format_sample, sample_from_log
+    from nni_bio.launch.experiment import format_sample, sample_from_log
 
     log = "\n".join([
         "one-shot search: strategy darts, space tiny, data set digits, 2 epochs, {}; then no retraining",
@@ -203,7 +205,7 @@ def test_the_derived_architecture_is_read_from_a_one_shot_trial_s_output():
 
 
 def test_the_epochs_of_a_one_shot_config_come_from_its_trial_command():
-    from nni_bio.experiment import oneshot_epochs
+    from nni_bio.launch.experiment import oneshot_epochs
 
     assert oneshot_epochs(load_config("examples/digits-darts.yml")["trialCommand"]) == 15
     assert oneshot_epochs(load_config("examples/digits.yml")["trialCommand"]) is None
@@ -241,7 +243,7 @@ class FakeClient:
 
 def fake_clock(monkeypatch, step):
     """time.monotonic jumps by ``step`` seconds at every sleep."""
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
 
     now = [0.0]
     monkeypatch.setattr(ex.time, "monotonic", lambda: now[0])
@@ -249,7 +251,7 @@ def fake_clock(monkeypatch, step):
 
 
 def test_wait_shows_a_one_shot_experiment_s_epochs_not_trials(monkeypatch, capsys):
-    from nni_bio.experiment import wait
+    from nni_bio.launch.experiment import wait
 
     fake_clock(monkeypatch, 1.0)
     trials = wait(FakeClient(3), 1, None, progress=True, epochs=3, read_stdout=True)
@@ -267,7 +269,7 @@ def test_wait_shows_a_one_shot_experiment_s_epochs_not_trials(monkeypatch, capsy
 
 def test_search_follows_until_the_end_with_no_default_timeout(monkeypatch):
     from nni_bio.cli import build_parser
-    from nni_bio.experiment import wait
+    from nni_bio.launch.experiment import wait
 
     assert build_parser().parse_args(["search", "examples/digits.yml"]).timeout is None
     fake_clock(monkeypatch, 86400.0)  # a day per poll
@@ -280,7 +282,7 @@ def test_search_follows_until_the_end_with_no_default_timeout(monkeypatch):
 
 
 def test_wait_rides_out_a_manager_that_is_briefly_unreachable(monkeypatch):
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
 
     fake_clock(monkeypatch, ex.POLL_SECONDS)
     assert ex.wait(FakeClient(2, failures=5), 1, None, progress=False)[0].status == "SUCCEEDED"
@@ -296,7 +298,7 @@ def write_nni_records(home, **records):
 
 
 def test_attach_finds_the_manager_or_says_why_it_cannot(tmp_path, monkeypatch, capsys):
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
     from nni_bio.cli import main
 
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -316,7 +318,7 @@ def test_attach_finds_the_manager_or_says_why_it_cannot(tmp_path, monkeypatch, c
 
 
 def test_search_attach_prints_the_best_architecture(tmp_path, monkeypatch, capsys):
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
     from nni_bio.cli import main
 
     profile = {"id": "abc", "logDir": str(tmp_path), "params": {
@@ -381,7 +383,7 @@ def test_attach_follows_a_running_one_shot_experiment_to_its_best_architecture(t
     import sys
     from pathlib import Path
 
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
     from nni_bio.cli import main
 
     if not ((Path(sys.executable).parent / "nnictl").exists() or shutil.which("nnictl")):
@@ -395,7 +397,9 @@ def test_attach_follows_a_running_one_shot_experiment_to_its_best_architecture(t
                                "--retrain-epochs 1 --threads 1 --batch-size 32 --train-limit 256 --arch-lr 0.01")
     path = tmp_path / "darts.yml"
     path.write_text(yaml.safe_dump(config))
-    port = ex.free_port(random.randrange(20000, 40000))
+    from nni_bio.strategies.multi_trial import free_port
+
+    port = free_port(random.randrange(20000, 40000))
     ex.create(path, port)
     exp_id = ex.RestClient(port).experiment_id()
     try:
@@ -415,8 +419,8 @@ def test_attach_follows_a_running_one_shot_experiment_to_its_best_architecture(t
 
 def test_the_follower_reports_a_lost_remote_worker_from_the_managers_log(tmp_path, monkeypatch, capsys):
     """NNI 3.0 cancels a lost worker's trials and waits for ever; only nnimanager.log says why."""
-    from nni_bio import experiment
-    from nni_bio.experiment import ExperimentError, ManagerLog, wait
+    from nni_bio.launch import experiment
+    from nni_bio.launch.experiment import ExperimentError, ManagerLog, wait
 
     monkeypatch.setattr(experiment, "STALLED_AFTER", 0.0)
     log_file = tmp_path / "exp1" / "log" / "nnimanager.log"

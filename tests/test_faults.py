@@ -21,7 +21,7 @@ import yaml
 from nni_tools import (EXAMPLES, Nnictl, free_port, manager_pid, remote_config, rest_text, start_ssh_server,
                        trial_processes, training_process, wait_for)
 
-from nni_bio.experiment import RestClient, Trial
+from nni_bio.launch.experiment import RestClient, Trial
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_in_the_trial_log(faults):
 
 
 def test_a_sigkilled_trial_is_failed_and_the_experiment_goes_on(faults):
-    # NNI alone would say USER_CANCELED (a signal death has no exit code); nni_bio._compat.supervise_trial
+    # NNI alone would say USER_CANCELED (a signal death has no exit code); nni_bio.nas._compat.supervise_trial
     # turns it into exit status 137 with the reason on stderr
     assert faults.before_kill[1].status == "FAILED"
     assert f"the training process {faults.killed_pid} was killed by SIGKILL" in faults.stderr[1]
@@ -162,7 +162,7 @@ def test_an_ssh_worker_that_disappears(tmp_path, monkeypatch):
         time.sleep(10)
         assert client.status()["status"] == "RUNNING" and sorted(by_sequence(client)) == [0, 1]
         # nni-bio search's follower says why and what to do, instead of waiting for ever
-        from nni_bio import experiment
+        from nni_bio.launch import experiment
 
         monkeypatch.setattr(experiment, "STALLED_AFTER", 2.0)
         with pytest.raises(experiment.ExperimentError, match=f"lost a remote worker.*nnictl resume {experiment_id}"):

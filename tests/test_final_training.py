@@ -11,11 +11,11 @@ from torch import nn
 
 import nni_bio
 from nni_bio.data import get_dataset
-from nni_bio.final_training import load_run, run_final_training
-from nni_bio.model_spec import fixed_spec
-from nni_bio.models import build_fixed_model
-from nni_bio.monitor import Diagnostics, feedback_angles, gradient_angles
-from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, train
+from nni_bio.nas.fixed_models import build_fixed_model
+from nni_bio.train.final_training import load_run, run_final_training
+from nni_bio.train.model_spec import fixed_spec
+from nni_bio.train.monitor import Diagnostics, feedback_angles, gradient_angles
+from nni_bio.train.training import DivergenceError, EpochMetrics, TrainConfig, train
 
 DIGITS = dict(in_channels=1, num_classes=10, image_size=8)
 
@@ -161,7 +161,7 @@ def test_a_diverged_run_says_so_in_result_json(tmp_path):
 
 
 def test_a_run_diverging_after_an_epoch_keeps_its_history(tmp_path, monkeypatch):
-    import nni_bio.final_training as final_training
+    import nni_bio.train.final_training as final_training
 
     def one_epoch_then_nan(model, train_set, val_set, config, *, on_epoch_end, **kwargs):
         on_epoch_end(EpochMetrics(1, 0.5, 0.8, 0.6, 0.75, 0.05, 1.0))
@@ -190,7 +190,7 @@ def test_bad_arguments_leave_no_output_folder(tmp_path):
 
 def test_weights_per_rule_do_not_count_kps_feedback_matrix():
     import nni_bio
-    from nni_bio.final_training import weight_counts
+    from nni_bio.train.final_training import weight_counts
 
     model = torch.nn.Sequential(nni_bio.get_rule("kp").linear(4, 3), torch.nn.BatchNorm1d(3))
     assert weight_counts(model) == {"kp": 4 * 3 + 3, "other": 2 * 3}

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from nni_tools import fill_disk
 
-from nni_bio.checkpoint import load_checkpoint
+from nni_bio.train.checkpoint import load_checkpoint
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from nni_bio.commands.export_space import space_json
+from nni_bio.search_spaces import space_json
 from nni_bio.search_spaces import space_arguments, space_class
 
 

@@ -128,7 +128,7 @@ def test_the_trial_takes_the_budget_out_of_the_sample():
     sample = {"fc": "fa", BUDGET_KEY: 4}
     assert budget_epochs(sample, 10) == 4 and sample == {"fc": "fa"}
     assert budget_epochs({"fc": "fa"}, 10) == 10
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     with pytest.raises(NniBioError, match="whole number of epochs"):
         budget_epochs({BUDGET_KEY: 0.5}, 10)

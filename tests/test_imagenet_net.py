@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from nni_bio.cli import main
+from nni_bio.core.layers import RuleLayer
 from nni_bio.data.fixtures import write_imagenet_folder
-from nni_bio.layers import RuleLayer
-from nni_bio.model_spec import build_model, genotype_spec
-from nni_bio.ops import FactorizedReduce, bio_weight_split
+from nni_bio.nas.ops import FactorizedReduce, bio_weight_split
 from nni_bio.search_spaces.darts_imagenet import AuxiliaryHeadImageNet, DartsImageNetNetwork
 from nni_bio.search_spaces.darts_net import BIODARTS, DartsNetwork, build_network
-from nni_bio.training import TrainConfig, train
+from nni_bio.train.model_spec import build_model, genotype_spec
+from nni_bio.train.training import TrainConfig, train
 
 
 def quiet(_line):

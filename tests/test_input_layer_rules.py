@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import nni_bio
-from nni_bio.candidates import describe_candidate, input_layer_rules
-from nni_bio.nas import FirstLayerNote, InvalidSampleError, freeze, input_layer_labels, search_space_json
+from nni_bio.nas.candidates import describe_candidate, input_layer_rules
+from nni_bio.nas.mutables import FirstLayerNote, InvalidSampleError, freeze, input_layer_labels, search_space_json
 from nni_bio.search_spaces.rule_per_layer import RulePerLayerSpace
 from nni_bio.search_spaces.tiny import TinySpace
-from nni_bio.training import wire_rules
+from nni_bio.train.training import wire_rules
 
 BIO = ["brsf", "dfa", "fa", "frsf", "kp", "usf"]
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.errors import RuleStateError, UnsupportedLayerError
-from nni_bio.layers import RuleConv2d, RuleLayer, RuleLinear
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.core.errors import RuleStateError, UnsupportedLayerError
+from nni_bio.core.layers import RuleConv2d, RuleLayer, RuleLinear
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
 
 BUILTINS = ["backprop", "brsf", "dfa", "fa", "frsf", "kp", "usf"]
 NON_KP = [r for r in BUILTINS if r != "kp"]

@@ -1,7 +1,7 @@
 """NNI's manager listens on loopback (plus a remote experiment's nniManagerIp), never on every interface.
 
 NNI 3.0's REST server (web UI and the whole API, no authentication) listened on all interfaces;
-nni_bio._compat.patch_manager_listen_address binds it where it must. Checked on a real local experiment
+nni_bio.nas._compat.patch_manager_listen_address binds it where it must. Checked on a real local experiment
 by reading its listening sockets; tests/test_remote.py does the same for a remote one.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import yaml
 from nni_tools import free_port, listening_addresses, wait_for
 
-from nni_bio import _compat
+from nni_bio.nas import _compat
 
 
 def hosts_for(mode: str, nni_manager_ip: str | None = None, listen: str | None = None) -> str:
@@ -77,7 +77,7 @@ def test_the_patch_refuses_a_manager_it_does_not_know(tmp_path):
 
 
 def test_nni_bio_refuses_to_run_an_unpatchable_manager_and_names_the_command(monkeypatch):
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     monkeypatch.setattr(_compat, "manager_patches_missing", lambda node_dir=None: ["the manager listens on loopback only"])
 
@@ -132,6 +132,6 @@ def test_an_explicit_address_opens_it_there_too(tmp_path, nnictl):
     nnictl.create(experiment(tmp_path), port)
     wait_for(lambda: listening_addresses(port) >= {"127.0.0.1", "127.0.0.3"}, 30, "the manager to listen on both")
     assert listening_addresses(port) == {"127.0.0.1", "127.0.0.3"}
-    from nni_bio.experiment import RestClient
+    from nni_bio.launch.experiment import RestClient
 
     assert RestClient(port, host="127.0.0.3").status()["status"] in ("RUNNING", "DONE", "INITIALIZED")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nni_bio import is_rule
-from nni_bio.candidates import parse_candidate
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
+from nni_bio.nas.candidates import parse_candidate
 from nni_bio.search_spaces import space_class
 from nni_bio.strategies.multi_trial import STRATEGIES, make_strategy, run_multi_trial
 
@@ -95,9 +95,7 @@ def test_every_trial_writes_what_a_nnictl_trial_writes(tmp_path):
         assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_old_strategy_name_rl_still_means_nni_ppo_with_a_warning():
-    from nni.nas.strategy import PolicyBasedRL
+def test_the_old_strategy_name_rl_is_gone():
+    with pytest.raises(NniBioError, match="ppo"):
+        make_strategy("rl", max_trials=3)
 
-    assert "ppo" in STRATEGIES and "rl" not in STRATEGIES
-    with pytest.warns(FutureWarning, match="'ppo'"):
-        assert isinstance(make_strategy("rl", max_trials=3), PolicyBasedRL)

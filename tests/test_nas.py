@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from nni_bio.errors import UnknownRuleError
-from nni_bio.layers import RuleConv2d, RuleLinear
-from nni_bio.nas import ModelSpace, freeze, op_rule_choice, rule_choice, search_space_json
+from nni_bio.core.errors import UnknownRuleError
+from nni_bio.core.layers import RuleConv2d, RuleLinear
+from nni_bio.nas.mutables import ModelSpace, freeze, op_rule_choice, rule_choice, search_space_json
 
 
 class TwoLayerSpace(ModelSpace):

@@ -13,7 +13,7 @@ import pytest
 
 from nni_bio.cli import main
 from nni_bio.commands.new_rule import write_plugin
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 
 def run(command: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:

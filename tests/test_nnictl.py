@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from nni_bio import is_rule
-from nni_bio import experiment as ex
-from nni_bio.candidates import parse_candidate
 from nni_bio.commands import search
+from nni_bio.launch import experiment as ex
+from nni_bio.nas.candidates import parse_candidate
+from nni_bio.strategies.multi_trial import free_port
 from nni_bio.strategies.policy_gradient import STATE_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def tiny_copy(tmp_path: Path) -> Path:
 def test_nni_bio_search_runs_the_rl_tuner_under_nnictl(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))  # nnictl's experiment manifest (~/nni-experiments/.experiment) too
     config = tiny_copy(tmp_path)
-    port = ex.free_port(random.randrange(20000, 40000))
+    port = free_port(random.randrange(20000, 40000))
     args = argparse.Namespace(config=str(config), port=port, timeout=300, stop_when_done=False, no_progress=True)
     experiment_id = None
     try:
@@ -100,7 +101,7 @@ def test_python_api_on_the_training_service_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trial processes inherit it
     result = run_multi_trial("tiny", "policy_gradient", max_trials=2, epochs=1, space_args={"width": 4},
                              train_args={"train_limit": 256}, engine="ts", working_dir=tmp_path / "experiments",
-                             port=ex.free_port(random.randrange(20000, 40000)))
+                             port=free_port(random.randrange(20000, 40000)))
     assert [t.status for t in result.trials] == ["trained", "trained"]
     assert all(0.0 <= t.metric <= 1.0 and len(t.intermediates) == 1 for t in result.trials)
     assert result.genotype["sample"] == dict(sorted(result.best.sample.items()))

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_bio import experiment as ex
+from nni_bio.launch import experiment as ex
+from nni_bio.strategies.multi_trial import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -78,7 +79,7 @@ def test_evolution_resumes_from_the_finished_trials(tmp_path, monkeypatch):
     config = yaml.safe_load(path.read_text())
     config["tuner"]["classArgs"].update(population_size=1, sample_size=1)
     path.write_text(yaml.safe_dump(config))
-    port = ex.free_port(random.randrange(20000, 40000))
+    port = free_port(random.randrange(20000, 40000))
     experiment_id = None
     try:
         ex.create(path, port)
@@ -88,7 +89,7 @@ def test_evolution_resumes_from_the_finished_trials(tmp_path, monkeypatch):
         assert first.status == "SUCCEEDED"
         ex.stop(experiment_id)
 
-        port = ex.free_port(port + 1)
+        port = free_port(port + 1)
         nnictl("resume", experiment_id, "--port", str(port))
         client = ex.RestClient(port)
         nnictl("update", "trialnum", experiment_id, "--value", "2")  # extend the finished search by one trial
@@ -116,7 +117,7 @@ def test_a_stopped_oneshot_search_resumes_from_its_checkpoint(tmp_path, monkeypa
     path = write_config(tmp_path, "digits-darts.yml", trialCommand=(
         "OMP_NUM_THREADS=1 python3 -m nni_bio.strategies.oneshot.trial --space tiny --space-args '{\"width\": 4}' --dataset digits "
         f"--epochs {epochs} --retrain-epochs 0 --threads 1 --batch-size 32 --train-limit 512 --resume"))
-    port = ex.free_port(random.randrange(20000, 40000))
+    port = free_port(random.randrange(20000, 40000))
     experiment_id = None
     try:
         ex.create(path, port)
@@ -129,7 +130,7 @@ def test_a_stopped_oneshot_search_resumes_from_its_checkpoint(tmp_path, monkeypa
         result = checkpoint.parent / "result.json"
         assert not result.exists(), "the search finished before it was stopped: raise epochs"
 
-        port = ex.free_port(port + 1)
+        port = free_port(port + 1)
         nnictl("resume", experiment_id, "--port", str(port))
         client = ex.RestClient(port)
         (trial,) = wait_for(lambda: done(client, 1), 240, "the resumed search")

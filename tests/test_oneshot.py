@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from nni_bio.errors import NniBioError
-from nni_bio.layers import RuleLayer
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.layers import RuleLayer
 from nni_bio.search_spaces.tiny import TinySpace
 from nni_bio.strategies.oneshot import STRATEGIES, make_strategy, run_oneshot
 from nni_bio.strategies.supernet import build_supernet, exact_feedback, same_feedback_draw

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bio.checkpoint import CheckpointError, load_checkpoint
 from nni_bio.strategies.oneshot import STRATEGIES, run_oneshot
+from nni_bio.train.checkpoint import CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"width": 4, "rules": ["usf", "fa", "brsf"]}  # brsf: rule state (step counters) that must survive
@@ -173,7 +173,7 @@ def test_a_relaunched_nni_trial_continues_its_own_checkpoint(tmp_path, monkeypat
     args = entry.parse_args(["--space", "tiny", "--checkpoint-dir", str(tmp_path / "ckpt")])
     checkpoint, owner, resume = entry.checkpoint_plan(args, output)
     assert checkpoint == tmp_path / "ckpt" / "exp1-trialA" / "checkpoint.pt" and resume == {}
-    from nni_bio.checkpoint import save_checkpoint
+    from nni_bio.train.checkpoint import save_checkpoint
 
     save_checkpoint(checkpoint, {"epoch": 4, **owner})
     assert entry.checkpoint_plan(args, output)[2]["epoch"] == 4  # the same trial, relaunched

@@ -10,10 +10,10 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMix
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingCell, PathSamplingLayer
 
 from nni_bio.search_spaces import space_class
+from nni_bio.search_spaces import space_arguments
 from nni_bio.strategies.oneshot import STRATEGIES, make_strategy, run_oneshot
 from nni_bio.strategies.oneshot.search import Search
 from nni_bio.strategies.supernet import ZERO_OP, build_supernet
-from nni_bio.search_spaces import space_arguments
 
 SPACE_ARGS = {"darts": {"width": 4, "num_cells": 4, "num_nodes": 2, "rules": ["usf"]},
               "nb201": {"width": 4, "cells_per_stage": 1, "rules": ["usf"]}}

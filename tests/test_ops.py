@@ -1,4 +1,4 @@
-"""Rule-aware DARTS / NAS-Bench-201 ops (nni_bio.ops): every op x rule, both strides, tiny sizes."""
+"""Rule-aware DARTS / NAS-Bench-201 ops (nni_bio.nas.ops): every op x rule, both strides, tiny sizes."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import nni_bio
-from nni_bio.errors import UnsupportedLayerError
-from nni_bio.layers import RuleLayer
-from nni_bio.ops import (OPS, PARAMETER_FREE, DropPath, FactorizedReduce, MissingRuleError, ReLUConvBN,
+from nni_bio.core.errors import UnsupportedLayerError
+from nni_bio.core.layers import RuleLayer
+from nni_bio.nas.ops import (OPS, PARAMETER_FREE, DropPath, FactorizedReduce, MissingRuleError, ReLUConvBN,
                          ResNetBasicBlock, UnknownOpError, bio_weight_split, build_op, drop_path, has_weights,
                          supports)
-from nni_bio.training import wire_rules
+from nni_bio.train.training import wire_rules
 
 C = 4
 RULES = nni_bio.list_rules()  # built-ins and any installed plugin
@@ -170,6 +170,6 @@ def test_bio_weight_split_counts_plain_layers_as_backprop() -> None:
 
 
 def test_ops_module_does_not_import_nni() -> None:
-    code = ("import sys, nni_bio.ops, nni_bio.search_spaces.darts_net, nni_bio.search_spaces.nb201_net; "
+    code = ("import sys, nni_bio.nas.ops, nni_bio.search_spaces.darts_net, nni_bio.search_spaces.nb201_net; "
             "bad = [m for m in sys.modules if m == 'nni' or m.startswith('nni.')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nni_bio.error_bus import main_output
-from nni_bio.layers import RuleConv2d
+from nni_bio.core.error_bus import main_output
+from nni_bio.core.layers import RuleConv2d
 from nni_bio.search_spaces.darts import DartsSpace
 from nni_bio.search_spaces.tiny import TinySpace
 from nni_bio.strategies.oneshot import make_strategy, run_oneshot

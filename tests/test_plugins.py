@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import nni_bio
-from nni_bio import _registry
 from nni_bio.cli import main as cli
-from nni_bio.errors import IncompatiblePluginError, PluginLoadError, RuleCollisionError
+from nni_bio.core import _registry
+from nni_bio.core.errors import IncompatiblePluginError, PluginLoadError, RuleCollisionError
 from nni_bio.testing import check_rule
 
 FakeDistribution = Callable[..., Path]  # the fake_distribution fixture of conftest.py
@@ -27,7 +27,7 @@ def rule_module(name: str, *, api_version: int | None = 1, preamble: str = "") -
     version = f", api_version={api_version}" if api_version is not None else ""
     return f"""
 {preamble}
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
 
 
 class TransposeFeedback(Feedback):

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_bio import experiment as ex
-from nni_bio import preflight
 from nni_bio.cli import main
 from nni_bio.data.fixtures import write_cifar10
+from nni_bio.launch import experiment as ex
+from nni_bio.launch import preflight
+from nni_bio.launch.experiment_config import check_search_space
 
 
 class Started(Exception):
@@ -49,7 +50,7 @@ def write_config(folder: Path, trial_command: str, *, space: dict | None = None,
 
 
 def cifar_space(space_args: dict | None = None) -> dict:
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
 
     return space_json("tiny", "cifar10", space_args or {"width": 4})
 
@@ -134,7 +135,7 @@ def test_remote_trials_data_is_not_checked_here_and_no_preflight_skips_every_che
 
 def test_a_stale_search_space_file_is_refused_with_the_other_failures(tmp_path, no_nnictl, capsys):
     command = trial("digits", space_args={"width": 4, "rules": ["usf", "fa", "kp"]})
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
 
     path = write_config(tmp_path, command, space=space_json("tiny", "digits", {"width": 4, "rules": ["usf", "fa"]}))
     with socket.socket() as busy:
@@ -149,14 +150,14 @@ def test_a_stale_search_space_file_is_refused_with_the_other_failures(tmp_path, 
 
 
 def test_update_space_rewrites_the_stale_file_and_goes_on(tmp_path, no_nnictl, capsys):
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
 
     command = trial("digits", space_args={"width": 4, "rules": ["usf", "fa"]})
     path = write_config(tmp_path, command, space=space_json("tiny", "digits", {"width": 4, "rules": ["usf"]}))
     with pytest.raises(Started):
         main(["search", str(path), "--update-space"])
     assert "preflight: search space: updated space.json" in capsys.readouterr().out
-    assert ex.check_search_space(path) == "ok"
+    assert check_search_space(path) == "ok"
 
 
 def test_an_unknown_rule_points_to_nni_bio_rules(tmp_path, no_nnictl, capsys):

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from nni_bio.cli import main
-from nni_bio.layers import RuleLayer
-from nni_bio.model_spec import fixed_spec, genotype_spec, preset_of
-from nni_bio.ops import FactorizedReduce, bio_weight_split
-from nni_bio.report import load_runs, training_table
+from nni_bio.core.layers import RuleLayer
+from nni_bio.evaluate.run_report import load_runs, training_table
+from nni_bio.nas.ops import FactorizedReduce, bio_weight_split
 from nni_bio.search_spaces.darts import DartsSpace
-from nni_bio.search_spaces.darts_net import (BIODARTS, PRESETS, GenotypeError, build_network, full_args,
-                                             with_preset)
+from nni_bio.search_spaces.darts_cells import PRESETS, GenotypeError, full_args, with_preset
+from nni_bio.search_spaces.darts_net import BIODARTS, build_network
+from nni_bio.train.model_spec import fixed_spec, genotype_spec, preset_of
 
 TINY = dict(width=4, num_cells=3)
 

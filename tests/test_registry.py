@@ -1,4 +1,4 @@
-"""nni_bio._registry: listing, lookup, errors and run-time registration (built-in rules only)."""
+"""nni_bio.core._registry: listing, lookup, errors and run-time registration (built-in rules only)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import nni_bio
-from nni_bio import _registry
-from nni_bio.errors import IncompatiblePluginError, RuleCollisionError, RuleTypeError, UnknownRuleError
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.core import _registry
+from nni_bio.core.errors import IncompatiblePluginError, RuleCollisionError, RuleTypeError, UnknownRuleError
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
 
 BUILTINS = ["backprop", "brsf", "dfa", "fa", "frsf", "kp", "usf"]
 

@@ -19,7 +19,7 @@ import yaml
 from nni_tools import (EXAMPLE_PYTHON, EXAMPLES, HOME_ON_EXAMPLE_WORKERS, ROOT, free_port, listening_addresses,
                        remote_config, rest_text, start_ssh_server, venv_packages, wait_for)
 
-from nni_bio.experiment import RestClient, unwrap_choice
+from nni_bio.launch.experiment import RestClient, unwrap_choice
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_digits_experiment_runs_on_an_ssh_worker(tmp_path, ssh_server, nnictl):
     packages = venv_packages()
     port = free_port()
     # the workers reach the manager at nniManagerIp, another loopback address here: the manager listens there and
-    # on 127.0.0.1 (nnictl's own calls), nowhere else (nni_bio._compat.patch_manager_listen_address)
+    # on 127.0.0.1 (nnictl's own calls), nowhere else (nni_bio.nas._compat.patch_manager_listen_address)
     experiment_id = nnictl.create(remote_config(tmp_path, ssh_server, trials=2, concurrency=2,
                                                 epochs="--epochs 1 --train-limit 256", manager_ip="127.0.0.2"), port)
     client = RestClient(port)

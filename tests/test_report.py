@@ -5,8 +5,8 @@ import json
 import pytest
 
 from nni_bio.cli import main
-from nni_bio.errors import NniBioError
-from nni_bio.report import write_report
+from nni_bio.core.errors import NniBioError
+from nni_bio.evaluate.run_report import write_report
 
 
 def fake_run(folder, name, rule, clean, drops):

@@ -7,10 +7,10 @@ import torch
 
 import nni_bio
 from nni_bio.data import get_dataset
-from nni_bio.models import build_fixed_model
-from nni_bio.robustness import (AttackSettings, Normalize, attack_view, eps_label, evaluate_robustness,
+from nni_bio.evaluate.robustness import (AttackSettings, Normalize, attack_view, eps_label, evaluate_robustness,
                                 input_gradient, load_test_images, markdown_table, parse_eps, run_attack)
-from nni_bio.training import TrainConfig, evaluate, train
+from nni_bio.nas.fixed_models import build_fixed_model
+from nni_bio.train.training import TrainConfig, evaluate, train
 
 EPS = [0.0, 0.05, 0.1, 0.2, 0.3]
 
@@ -116,7 +116,7 @@ def test_pixel_units_and_normalisation_inside_the_model():
 def test_report_keeps_experiments_with_other_settings_apart(fa_net, images, tmp_path):
     import json
 
-    from nni_bio.robustness import write_report
+    from nni_bio.evaluate.robustness import write_report
 
     x, y = images[0][:40], images[1][:40]
 
@@ -148,7 +148,7 @@ def test_report_keeps_experiments_with_other_settings_apart(fa_net, images, tmp_
 def test_report_keeps_rows_of_an_older_attack_json_apart(fa_net, images, tmp_path):
     import json
 
-    from nni_bio.robustness import write_report
+    from nni_bio.evaluate.robustness import write_report
 
     header = {"dataset": "digits", "weights": "w.pt", "num_images": 40, "seed": 0, "description": "fa net"}
     old_row = {"attack": "pgd", "gradient": "bp", "eps": 0.1, "eps_label": "0.1", "clean_acc": 0.9, "adv_acc": 0.5,
@@ -165,7 +165,7 @@ def test_report_keeps_rows_of_an_older_attack_json_apart(fa_net, images, tmp_pat
 def test_combined_report_keeps_experiments_apart_too(tmp_path):
     from pathlib import Path
 
-    from nni_bio.report import Run, attack_tables
+    from nni_bio.evaluate.run_report import Run, attack_tables
 
     def row(eps, adv, steps):
         return {"attack": "pgd", "gradient": "bp", "eps": eps, "clean_acc": 0.9, "adv_acc": adv, "num_images": 40,

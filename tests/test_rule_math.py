@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.error_bus import error_bus
-from nni_bio.layers import RuleConv2d, RuleLayer, RuleLinear
+from nni_bio.core.error_bus import error_bus
+from nni_bio.core.layers import RuleConv2d, RuleLayer, RuleLinear
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.layers import RuleLayer
+from nni_bio.core.layers import RuleLayer
 
 BUILTINS = ["backprop", "brsf", "dfa", "fa", "frsf", "kp", "usf"]
 MIX = 0x9E3779B97F4A7C15  # brSF's (seed, step) mixing constant, part of its checkpoint format

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from nni_bio.cli import main
-from nni_bio.safe_json import (MAX_DEPTH, UnsafeJsonError, genotype_schema, nesting_depth, read_json, rule_map_schema,
+from nni_bio.core.safe_json import (MAX_DEPTH, UnsafeJsonError, genotype_schema, nesting_depth, read_json, rule_map_schema,
                                sample_schema)
 
 

@@ -1,4 +1,4 @@
-"""The sign-concordant rules' backward-time B (``nni_bio.rule.SignFeedback``): uSF, frSF and brSF layers
+"""The sign-concordant rules' backward-time B (``nni_bio.core.rule.SignFeedback``): uSF, frSF and brSF layers
 keep W and the magnitude at forward time and build B = sign(W) * magnitude in the backward (a linear
 layer: in the memory of W's gradient). These tests hold it to the general path (B built at forward
 time by ``feedback_weight``, what every other rule does, and what these rules did before), gradient
@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 import nni_bio
-from nni_bio.errors import RuleContractError
-from nni_bio.rule import LearningRule, RuleInfo, SignFeedback
+from nni_bio.core.errors import RuleContractError
+from nni_bio.core.rule import LearningRule, RuleInfo, SignFeedback
 
 SIGN_RULES = ["usf", "frsf", "brsf"]
 

@@ -9,15 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nni_bio.layers import RuleLayer
-from nni_bio.nas import freeze, search_space_json
-from nni_bio.ops import FactorizedReduce
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.swap import rule_map
+from nni_bio.nas.mutables import freeze, search_space_json
+from nni_bio.nas.ops import FactorizedReduce
 from nni_bio.search_spaces import get_space, space_class
 from nni_bio.search_spaces.darts import (BIODARTS, DartsSpace, GenotypeError, bio_weight_split, build_network,
                                          export_genotype, sample_from_edge_weights)
-from nni_bio.search_spaces.darts_net import DartsNetwork, labels
-from nni_bio.swap import rule_map
-from nni_bio.training import wire_rules
+from nni_bio.search_spaces.darts_cells import labels
+from nni_bio.search_spaces.darts_net import DartsNetwork
+from nni_bio.train.training import wire_rules
 
 TINY = dict(width=4, num_cells=3)  # cells 1 and 2 are reduction cells
 
@@ -81,7 +82,7 @@ def test_search_space_json_lists_candidates() -> None:
 
 def test_rules_without_grouped_convs_get_no_depthwise_candidates(fake_distribution) -> None:
     fake_distribution("flat-rule", rules={"flat": "flat_rule:Flat"}, modules={"flat_rule": '''
-        from nni_bio.rule import LearningRule, RuleInfo
+        from nni_bio.core.rule import LearningRule, RuleInfo
         from nni_bio.rules.usf import UniformSignFeedbackRule
 
         class Flat(UniformSignFeedbackRule):

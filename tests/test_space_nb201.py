@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nni_bio.layers import RuleLayer
-from nni_bio.nas import freeze, search_space_json
-from nni_bio.ops import ResNetBasicBlock
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.swap import rule_map
+from nni_bio.nas.mutables import freeze, search_space_json
+from nni_bio.nas.ops import ResNetBasicBlock
 from nni_bio.search_spaces import get_space, space_class
 from nni_bio.search_spaces.nb201 import (GenotypeError, NB201Space, arch_string, bio_weight_split, build_network,
                                          export_genotype, sample_from_arch)
 from nni_bio.search_spaces.nb201_net import EDGES, NB201Network, edge_label
-from nni_bio.swap import rule_map
-from nni_bio.training import wire_rules
+from nni_bio.train.training import wire_rules
 
 TINY = dict(width=4, cells_per_stage=1)
 ARCH = "|nor_conv_3x3@usf~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1@fa~1|nor_conv_3x3@fa~2|"

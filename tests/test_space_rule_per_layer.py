@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from nni_bio.nas import search_space_json
+from nni_bio.core.swap import rule_map
+from nni_bio.nas.mutables import search_space_json
 from nni_bio.search_spaces.rule_per_layer import RulePerLayerSpace
-from nni_bio.swap import rule_map
 from test_space_tiny import one_step
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nni_bio
-from nni_bio.nas import freeze, search_space_json
+from nni_bio.nas.mutables import freeze, search_space_json
 from nni_bio.search_spaces import space_class
 from nni_bio.search_spaces.timm_rules import TimmRulesSpace
 

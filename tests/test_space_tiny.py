@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from nni_bio.nas import search_space_json
+from nni_bio.core.swap import rule_map
+from nni_bio.nas.mutables import search_space_json
 from nni_bio.search_spaces import get_space
 from nni_bio.search_spaces.tiny import TinySpace
-from nni_bio.swap import rule_map
-from nni_bio.training import wire_rules
+from nni_bio.train.training import wire_rules
 
 
 def one_step(model, channels=1, size=8):

@@ -10,10 +10,10 @@ from nni_bio.cli import main
 from nni_bio.data import DataError, check_dataset, get_dataset
 from nni_bio.data.fixtures import write_cifar10, write_imagenet16, write_imagenet_folder
 from nni_bio.data.imagenet16 import NB201_SPLIT_FILE
-from nni_bio.final_training import run_final_training
-from nni_bio.model_spec import fixed_spec
-from nni_bio.report import load_runs, training_table
-from nni_bio.training import TrainConfig
+from nni_bio.evaluate.run_report import load_runs, training_table
+from nni_bio.train.final_training import run_final_training
+from nni_bio.train.model_spec import fixed_spec
+from nni_bio.train.training import TrainConfig
 
 
 def quiet(_line):

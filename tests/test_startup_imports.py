@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bio._optim import lean
 from nni_bio.data.digits import _split_indices, load_digits_arrays, stratified_split
+from nni_bio.train._optim import lean
 
 
 def test_digits_arrays_are_scikit_learns() -> None:
@@ -98,7 +98,7 @@ def test_lean_optimizers_are_torchs(cls: type, kwargs: dict) -> None:
 
 def test_lean_optimizer_does_not_import_dynamo() -> None:
     code = ("import sys, torch\n"
-            "from nni_bio._optim import lean\n"
+            "from nni_bio.train._optim import lean\n"
             "m = torch.nn.Linear(3, 2)\n"
             "o = lean(torch.optim.SGD)(m.parameters(), lr=0.1, momentum=0.9)\n"
             "for _ in range(2):\n"

@@ -481,8 +481,8 @@ def test_wall_time_adds_up_across_a_kill_and_a_rerun(tmp_path):
 
 def test_a_port_taken_between_choosing_and_binding_it_is_retried(tmp_path, monkeypatch):
     """Both pick a port under one machine-wide lock, and a port taken meanwhile is retried."""
-    from nni_bio import experiment as ex
-    from nni_bio import preflight
+    from nni_bio.launch import experiment as ex
+    from nni_bio.launch import preflight
 
     picked, created = [], []
 
@@ -697,7 +697,7 @@ def _leftovers(root: Path) -> list[str]:
     """NNI experiments not stopped, and processes (managers, trials, stages) still working under ``root``."""
     import psutil
 
-    from nni_bio.experiment import experiments_in
+    from nni_bio.launch.experiment import experiments_in
 
     found = [f"experiment {exp_id} ({record.get('status')})" for nni in root.glob("*/search/*/nni")
              for exp_id, record in experiments_in(nni).items()]
@@ -758,7 +758,7 @@ def test_a_study_killed_at_seeded_random_moments_ends_exactly_like_an_uninterrup
 
 
 @pytest.mark.parametrize("module", ["nni_bio.study.statistics", "nni_bio.study.corners", "nni_bio.study.run_log",
-                                    "nni_bio.study.folder_lock", "nni_bio.safe_json", "nni_bio.errors", "nni_bio.swap"])
+                                    "nni_bio.study.folder_lock", "nni_bio.core.safe_json", "nni_bio.core.errors", "nni_bio.core.swap"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import nni_bio
-from nni_bio.error_bus import error_bus
-from nni_bio.layers import RuleLayer
+from nni_bio.core.error_bus import error_bus
+from nni_bio.core.layers import RuleLayer
 
 
 def mlp(rule: str = "backprop") -> nn.Sequential:

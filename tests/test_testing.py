@@ -7,9 +7,9 @@ import torch
 from torch import Tensor, nn
 
 import nni_bio
-from nni_bio.errors import RuleContractError
-from nni_bio.layers import LayerOp, RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.core.errors import RuleContractError
+from nni_bio.core.layers import LayerOp, RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
 from nni_bio.testing import (check_exact_local_gradients, check_feedback_tensor, check_rule,
                              check_transpose_feedback_is_backprop)
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import nni_bio
-from nni_bio.torch_models import NotConvertedWarning
+from nni_bio.core.torch_models import NotConvertedWarning
 
 timm = pytest.importorskip("timm")
 
@@ -118,7 +118,7 @@ def test_per_layer_rules_by_pattern_include_and_exclude():
     rules = nni_bio.rule_map(net)
     assert rules["fc"] == "dfa" and rules["layer1.0.conv1"] == "fa" and "layer1.0.conv2" not in rules
     assert not any(name.startswith("layer2") for name in rules)  # no pattern matched: left as torch layers
-    from nni_bio.error_bus import error_bus
+    from nni_bio.core.error_bus import error_bus
 
     assert error_bus(net) is not None  # wired for its DFA layer
     only = nni_bio.convert(build("resnet"), "usf", include=["layer4.*"])
@@ -211,8 +211,8 @@ def test_nni_bio_train_takes_a_timm_model_with_a_rule_and_attack_rebuilds_it(tmp
 
 
 def test_a_timm_model_name_with_a_typo_gets_a_hint():
-    from nni_bio.errors import NniBioError
-    from nni_bio.timm_models import build_timm
+    from nni_bio.core.errors import NniBioError
+    from nni_bio.core.timm_models import build_timm
 
     with pytest.raises(NniBioError, match="did you mean .*resnet18"):
         build_timm("timm:resnet18x", in_channels=3, num_classes=10, image_size=32)

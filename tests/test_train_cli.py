@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from nni_bio.checkpoint import load_checkpoint
 from nni_bio.cli import main
+from nni_bio.train.checkpoint import load_checkpoint
 
 EPOCHS = 4
 
@@ -138,7 +138,7 @@ def test_genotype_rule_map_pattern_that_matches_nothing_is_an_error(tmp_path, ca
 
 
 def _tiny_genotype(tmp_path, **replace):
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
     from nni_bio.search_spaces import space_arguments, space_class
 
     space_args = {"width": 4, "rules": ["usf", "fa"]}

@@ -6,7 +6,7 @@ from torch import nn
 
 import nni_bio
 from nni_bio.data import get_dataset
-from nni_bio.training import DivergenceError, TrainConfig, train
+from nni_bio.train.training import DivergenceError, TrainConfig, train
 
 
 def mixed_cnn():
@@ -56,7 +56,7 @@ def _kp_net():
 
 
 def test_kp_without_weight_decay_warns():
-    from nni_bio.training import make_optimizer
+    from nni_bio.train.training import make_optimizer
 
     with pytest.warns(UserWarning, match="without weight decay"):
         make_optimizer(_kp_net(), TrainConfig(weight_decay=0.0))
@@ -85,7 +85,7 @@ def test_clipping_counts_w_gradient_once_for_kp_layers():
 
 
 def test_clipped_kp_feedback_keeps_w_update_so_b_minus_w_contracts():
-    from nni_bio.training import clip_grad_norm, make_optimizer
+    from nni_bio.train.training import clip_grad_norm, make_optimizer
 
     torch.manual_seed(0)
     net = _kp_net()
@@ -110,7 +110,7 @@ def test_clipped_kp_feedback_keeps_w_update_so_b_minus_w_contracts():
 def test_clipping_a_parameter_subset_counts_kps_mirrored_gradient_once():
     """The one-shot loop clips only the supernet's weights: KP's B must still be counted once."""
     import nni_bio
-    from nni_bio.training import clip_grad_norm
+    from nni_bio.train.training import clip_grad_norm
 
     model = torch.nn.Sequential(nni_bio.get_rule("kp").linear(4, 3))
     model(torch.randn(5, 4)).square().sum().backward()

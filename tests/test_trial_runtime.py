@@ -1,4 +1,4 @@
-"""The trial runtime (nni_bio.trial_runtime): one way to report, shared by both trial entry points and
+"""The trial runtime (nni_bio.train.trial_runtime): one way to report, shared by both trial entry points and
 the Python multi-trial route."""
 
 import doctest
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import nni_bio.trial_runtime as runtime
+import nni_bio.train.trial_runtime as runtime
 
 
 def test_docstring_example_runs(monkeypatch):
@@ -47,7 +47,7 @@ def test_reporter_sends_every_metric_to_nni_and_all_but_default_to_tensorboard(t
 
 
 def test_a_diverging_trial_exits_with_its_own_status(capsys):
-    from nni_bio.training import DivergenceError
+    from nni_bio.train.training import DivergenceError
 
     def diverge(_args):
         raise DivergenceError("loss is nan at epoch 1")

@@ -23,7 +23,7 @@ def run(command, **kwargs) -> subprocess.CompletedProcess:
 
 def test_examples_are_copied_and_never_overwritten(tmp_path):
     from nni_bio.commands.examples import copy_examples
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     written = copy_examples(tmp_path)
     names = {p.relative_to(tmp_path).as_posix() for p in written}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,9 +57,9 @@ def _split(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nni_bio.final_training import load_model, load_run
-    from nni_bio.model_spec import describe, genotype_spec
-    from nni_bio.robustness import (GRADIENTS, AttackSettings, evaluate_robustness, load_test_images, markdown_table,
+    from nni_bio.train.final_training import load_model, load_run
+    from nni_bio.train.model_spec import describe, genotype_spec
+    from nni_bio.evaluate.robustness import (GRADIENTS, AttackSettings, evaluate_robustness, load_test_images, markdown_table,
                                     parse_eps, write_report)
 
     if bool(args.run_dir) == bool(args.genotype):

@@ -9,7 +9,7 @@ from torch import nn
 
 import nni_bio
 from nni_bio.data import get_dataset
-from nni_bio.training import EpochMetrics, TrainConfig, evaluate, train
+from nni_bio.train.training import EpochMetrics, TrainConfig, evaluate, train
 
 
 def mixed_rule_cnn(rules: list[str], num_classes: int = 10) -> nn.Module:

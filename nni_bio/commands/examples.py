@@ -11,7 +11,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 #: what is copied: these files of the examples folder, and studies/*.yml (the example plugin is a distribution of
 #: its own, in the repository)

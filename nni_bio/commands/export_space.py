@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from nni_bio.search_spaces import space_json
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export-space", help="write the nnictl search-space JSON of a search space")
@@ -18,19 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "RegularizedEvolutionTuner")
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     parser.set_defaults(run=run)
-
-
-def space_json(space: str, dataset: str, space_args: dict, fmt: str = "choice") -> dict:
-    """The search-space JSON for ``space`` built as a trial would build it."""
-    from nni_bio.nas import search_space_json
-    from nni_bio.search_spaces import space_class
-    from nni_bio.search_spaces import space_arguments
-
-    cls = space_class(space)
-    result = search_space_json(cls(**space_arguments(cls, space_args, dataset)))
-    if fmt == "nas":
-        result = {k: {"_type": "layer_choice", "_value": v["_value"]} for k, v in result.items()}
-    return result
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from string import Template
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -215,7 +215,7 @@ def write_plugin(name: str, family: str = "feedback", directory: str | Path = ".
     if family not in ("feedback", "local"):
         raise NniBioError(f"--family {family!r}: choose 'feedback' (error sent down through another tensor) or "
                           "'local' (a local weight update)")
-    from nni_bio._registry import is_rule
+    from nni_bio.core._registry import is_rule
 
     if is_rule(name):
         raise NniBioError(f"a rule named {name!r} is already installed (`nni-bio rules`): choose another name")

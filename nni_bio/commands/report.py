@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nni_bio.report import write_report
+    from nni_bio.evaluate.run_report import write_report
 
     md, png = write_report(args.run_dirs, args.output, title=args.title)
     print(md.read_text())

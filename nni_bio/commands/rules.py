@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nni_bio._registry import RuleStatus, rule_report
+from nni_bio.core._registry import RuleStatus, rule_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nni_bio._compat import LISTEN_ENV
-from nni_bio.candidates import describe_candidate
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
+from nni_bio.nas._compat import LISTEN_ENV
+from nni_bio.nas.candidates import describe_candidate, unwrap_choice
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nni_bio import experiment as ex
-    from nni_bio import preflight
+    from nni_bio.launch import experiment as ex
+    from nni_bio.launch import preflight
+    from nni_bio.launch.experiment_config import check_search_space, load_config
 
     attach_id = getattr(args, "attach", None)
     if attach_id is not None:
@@ -63,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None:
         raise NniBioError("give an experiment config (nni-bio search CONFIG.yml) or --attach ID")
 
-    config = ex.load_config(args.config)
+    config = load_config(args.config)
     update = getattr(args, "update_space", False)
     if getattr(args, "no_preflight", False):
         print("preflight checks skipped (--no-preflight)")
         # --update-space is an explicit request: it still rewrites a stale file
-        if update and ex.check_search_space(args.config, config, update=True) == "updated":
+        if update and check_search_space(args.config, config, update=True) == "updated":
             print(f"updated {config['searchSpaceFile']} to the space the trial command builds")
     else:
         # Before launching: data set, search-space file (the space the trials build), rules, port. A failing
@@ -91,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 def follow(args: argparse.Namespace, client: Any, exp_id: str, port: int, config: dict[str, Any],
            profile: dict[str, Any] | None = None) -> int:
     """Follow the experiment to its end (surviving a closed terminal), then print its best architecture."""
-    from nni_bio import experiment as ex
-    from nni_bio.preflight import is_local
+    from nni_bio.launch import experiment as ex
+    from nni_bio.launch.preflight import is_local
 
     log = _hangup_log(client, exp_id, profile)
     print(f"web UI: {ex.web_ui_hint(port)}   (stop it with: nnictl stop {exp_id})")
@@ -117,13 +118,13 @@ def follow(args: argparse.Namespace, client: Any, exp_id: str, port: int, config
 
 def first_layer_slots(config: dict[str, Any]) -> set[str]:
     """The labels of the first-weight-layer choices of the space the config's trials build (empty when unknown)."""
-    from nni_bio import experiment as ex
+    from nni_bio.launch.experiment_config import trial_space
 
     try:
-        trial = ex.trial_space(config)
+        trial = trial_space(config)
         if trial is None:
             return set()
-        from nni_bio.nas import input_layer_labels
+        from nni_bio.nas.mutables import input_layer_labels
         from nni_bio.search_spaces import space_arguments, space_class
 
         cls = space_class(trial.space)
@@ -138,7 +139,7 @@ def report(args: argparse.Namespace, trials: list[Any], exp_id: str, port: int,
 
     ``first_layers``: slots printed as ``exact local gradient`` when their candidate names the op alone.
     """
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
 
     succeeded = sum(t.status == "SUCCEEDED" for t in trials)
     print(f"{len(trials)} trials: {succeeded} succeeded, {sum(t.status == 'FAILED' for t in trials)} failed")
@@ -164,7 +165,7 @@ def report(args: argparse.Namespace, trials: list[Any], exp_id: str, port: int,
             print(f"derived by one-shot strategy {best.final.get('strategy', '?')} (parameters: {best.parameters})")
         print("architecture (slot: op @ learning rule):")
         for label, value in sorted(architecture.items()):
-            print(f"  {label:<24} {describe_candidate(ex.unwrap_choice(value), label in first_layers)}")
+            print(f"  {label:<24} {describe_candidate(unwrap_choice(value), label in first_layers)}")
         code = 0
     if args.stop_when_done:
         ex.stop(exp_id)

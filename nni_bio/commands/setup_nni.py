@@ -1,6 +1,6 @@
 """``nni-bio setup-nni``: apply nni-bio's patches to NNI 3.0's installed manager (idempotent).
 
-NNI 3.0 is archived upstream; two defects of its manager matter to nni-bio (``nni_bio._compat``): on a remote
+NNI 3.0 is archived upstream; two defects of its manager matter to nni-bio (``nni_bio.nas._compat``): on a remote
 training service with ``trialConcurrency > 1`` a trial can receive another trial's parameters, and the manager
 listens on every network interface. ``nni-bio search`` and ``nni-bio study`` apply the patches themselves
 before they start NNI; run this once after ``pip install nni-bio`` when you start experiments with plain
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nni_bio import _compat
+    from nni_bio.nas import _compat
 
     missing = _compat.manager_patches_missing()
     if args.check:

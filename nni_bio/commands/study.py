@@ -42,12 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nni_bio import _compat
+    from nni_bio.nas import _compat
     from nni_bio.study import StudyIncomplete, load_study, run_study
 
     _compat.filter_warnings()
     if args.jobs < 1:
-        from nni_bio.errors import NniBioError
+        from nni_bio.core.errors import NniBioError
 
         raise NniBioError("--jobs must be at least 1")
     config = load_study(args.config)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from torch.utils.data import Dataset
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 if TYPE_CHECKING:
     from nni_bio.data.report import DataReport

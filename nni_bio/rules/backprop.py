@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
 
 
 class ExactFeedback(Feedback):

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_like, xavier_std
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_like, xavier_std
 
 _MASK = 2**64 - 1
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nni_bio.errors import DFAWiringError
-from nni_bio.layers import LayerOp, RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.core.errors import DFAWiringError
+from nni_bio.core.layers import LayerOp, RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
 
 
 class DirectProjectionFeedback(Feedback):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo, xavier_like
 
 
 class FixedRandomFeedback(Feedback):

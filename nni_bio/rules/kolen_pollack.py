@@ -10,15 +10,15 @@ the decay factor every step and B converges to W.
 
 - **weight decay > 0.** Identical gradients give identical updates, so only the decay term shrinks
   B - W. Without decay, B - W keeps its initial value forever and the rule is feedback alignment
-  with a drifting B. :func:`nni_bio.training.make_optimizer` warns about this case.
+  with a drifting B. :func:`nni_bio.train.training.make_optimizer` warns about this case.
 - **the update is a linear function of the gradient plus the decay**: plain SGD (B - W shrinks by
   exactly 1 - lr * wd per step), SGD with momentum mu (the gap follows heavy-ball dynamics and
   shrinks about 1 / (1 - mu) times faster), AdamW (decoupled decay: exactly 1 - lr * wd per step).
   ``torch.optim.Adam(weight_decay=...)`` adds wd * W and wd * B to the gradients before its
   per-coordinate normalisation, so the gap shrinks only approximately and more slowly.
 - **B and W share a parameter group** (same learning rate, momentum and decay) and any gradient
-  clipping scales both by the same factor. :func:`nni_bio.training.clip_grad_norm` (used by
-  ``nni_bio.training.train``) does, and counts W's gradient once in the norm; a plain
+  clipping scales both by the same factor. :func:`nni_bio.train.training.clip_grad_norm` (used by
+  ``nni_bio.train.training.train``) does, and counts W's gradient once in the norm; a plain
   ``clip_grad_norm_(model.parameters())`` counts it twice (B holds a copy).
 """
 
@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, xavier_like
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo, xavier_like
 
 
 class LearnedFeedback(Feedback):

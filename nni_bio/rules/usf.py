@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_std
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_std
 
 
 class UniformSignFeedback(SignFeedback):

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 #: the built-in bio-inspired rules: what ``bio`` expands to (the paper's "mixed" arm offers them all)
 BIO_RULES = ("brsf", "dfa", "fa", "frsf", "kp", "usf")
@@ -171,7 +171,7 @@ def _timm_skeleton(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _rules(arm: str, value: Any, path: str) -> list[str]:
-    from nni_bio._registry import get_rule
+    from nni_bio.core._registry import get_rule
 
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(r, str) for r in items):
@@ -300,7 +300,7 @@ def field_problems(config: StudyConfig) -> list[str]:
     if not isinstance(a.eps, str):
         problems.append(f"attack.eps must be a quoted comma-separated list like \"0,2/255,8/255\", got {a.eps!r}")
     else:
-        from nni_bio.robustness import parse_eps
+        from nni_bio.evaluate.robustness import parse_eps
 
         try:
             parse_eps(a.eps)
@@ -346,7 +346,7 @@ def command_problems(config: StudyConfig) -> list[str]:
             make_strategy(config.search.strategy, **{**config.search.train, **config.search.hparams})
         except NniBioError as exc:
             problems.append(f"search.train / search.hparams: {exc}")
-    from nni_bio.preflight import argument_problem
+    from nni_bio.launch.preflight import argument_problem
 
     arm = config.compare
     trial_module, trial_args = stages.trial_command(config, arm, stages.Slot(), Path("<search>"))

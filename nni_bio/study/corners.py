@@ -38,7 +38,7 @@ def in_space(sample: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[s
     every error-only rule, ``op@rule`` (or a bare rule name) takes the candidate named by the op alone
     (:func:`nni_bio.candidates.canonical_candidate`).
     """
-    from nni_bio.candidates import canonical_candidate
+    from nni_bio.nas.candidates import canonical_candidate
 
     mapped = {}
     for label, choice in space.items():

@@ -125,7 +125,7 @@ def architecture_figure(arms: Mapping[str, Mapping[str, Any]], path: Path, title
     plt = _pyplot()
     from matplotlib.patches import FancyArrowPatch, Patch
 
-    from nni_bio.candidates import parse_candidate
+    from nni_bio.nas.candidates import parse_candidate
 
     names = list(arms)
     cells = {arm: _cell_edges(arms[arm]["genotype"]) for arm in names}

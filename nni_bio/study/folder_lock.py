@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 LOCK = ".lock"
 

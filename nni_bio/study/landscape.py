@@ -35,7 +35,7 @@ _NO_RULE = ("skip_connect", "none", "max_pool_3x3", "avg_pool_3x3", "identity", 
 def _rule(value: Any) -> str | None:
     """The rule a candidate names: ``op@rule``, or a bare rule name; an op alone (a parameter-free op, or a
     first weight layer's exact local gradient) names none."""
-    from nni_bio._registry import is_rule
+    from nni_bio.core._registry import is_rule
 
     if not isinstance(value, str) or value in _NO_RULE:
         return None
@@ -68,8 +68,8 @@ def one_rule_networks(space: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
     values = [list(choice["_value"]) for choice in space.values()]
     if any(len(v) > 1 and any(not isinstance(c, str) or "@" in c for c in v) for v in values):
         return {}
-    from nni_bio._registry import is_rule
-    from nni_bio.candidates import canonical_candidate
+    from nni_bio.core._registry import is_rule
+    from nni_bio.nas.candidates import canonical_candidate
 
     rules = sorted({c for v in values if len(v) > 1 for c in v if is_rule(c)})
     return {rule: {label: (rule if rule in choice["_value"] else

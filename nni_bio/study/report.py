@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nni_bio.robustness import eps_label
+from nni_bio.evaluate.robustness import eps_label
 from nni_bio.study import figures, stages
 from nni_bio.study.config import StudyConfig
 from nni_bio.study.run_log import runs_table
@@ -123,8 +123,8 @@ def verdict(config: StudyConfig, accuracies: dict[str, list[list[float]]],
 def _name_first_layer_exact(model: Any, layers: dict[str, str], counts: dict[str, int]) -> None:
     """Draw and count the first weight layer as ``exact local gradient`` where its rule is error-only (its input is
     the image, so every such rule gives it that update; the rule it was built with says nothing)."""
-    from nni_bio.candidates import EXACT_LOCAL_GRADIENT, changes_first_layer
-    from nni_bio.layers import RuleLayer
+    from nni_bio.nas.candidates import EXACT_LOCAL_GRADIENT, changes_first_layer
+    from nni_bio.core.layers import RuleLayer
 
     name, first = next(((n, m) for n, m in model.named_modules() if isinstance(m, RuleLayer)), (None, None))
     if first is None or changes_first_layer(first.rule_name):
@@ -157,9 +157,9 @@ def _curves(config: StudyConfig, arms: dict[str, dict[str, Any]]):
 def write_report(config: StudyConfig, study_dir: Path, report_dir: Path, *, wall_seconds: float | None = None,
                  command: str = "") -> Path:
     """Write the report files into ``report_dir``; return the Markdown file's path."""
-    from nni_bio.final_training import weight_counts
-    from nni_bio.model_spec import build_model, genotype_spec
-    from nni_bio.swap import rule_map
+    from nni_bio.train.final_training import weight_counts
+    from nni_bio.train.model_spec import build_model, genotype_spec
+    from nni_bio.core.swap import rule_map
 
     report_dir.mkdir(parents=True, exist_ok=True)
     arms = collect(config, study_dir)

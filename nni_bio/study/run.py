@@ -6,12 +6,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 from nni_bio.study import stages
 from nni_bio.study.config import StudyConfig, StudyConfigError
+from nni_bio.study.folder_lock import StudyLock
 from nni_bio.study.report import write_report
 from nni_bio.study.run_log import RunLog, wall_seconds
-from nni_bio.study.folder_lock import StudyLock
 from nni_bio.study.runner import Task, check_not_foreign, claim_folder, current_commit, execute, plan
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nni_bio.final_training import write_json
+from nni_bio.core.safe_json import write_json
 
 RUNS = "runs.json"
 #: the record of studies made before the run log existed: one number, the total wall time

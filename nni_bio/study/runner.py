@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nni_bio.final_training import write_json
+from nni_bio.core.safe_json import write_json
 from nni_bio.study import stages
 from nni_bio.study.config import StudyConfig, StudyConfigError
 from nni_bio.study.corners import corner_arms

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nni_bio.errors import NniBioError
-from nni_bio.final_training import write_json
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.safe_json import write_json
+from nni_bio.nas.candidates import unwrap_choice
 
 if TYPE_CHECKING:
     from nni_bio.study.config import StudyConfig
@@ -116,7 +117,7 @@ def failure(folder: Path) -> str | None:
 
 def space_file(config: StudyConfig, arm: str, fmt: str = "choice") -> dict[str, Any]:
     """The arm's search space as NNI tuners read it (``choice`` or ``nas`` format)."""
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
 
     with _space_lock:
         return space_json(config.space, config.dataset, config.arm_space_args(arm), fmt)
@@ -269,7 +270,7 @@ def _follow_or_create(folder: Path, log: Path, listen: str | None = None) -> tup
     """Follow the experiment an interrupted run started, if its manager still answers; else create one."""
     import yaml
 
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
 
     record = folder / "experiment.json"
     if record.is_file():
@@ -301,7 +302,7 @@ def _follow_or_create(folder: Path, log: Path, listen: str | None = None) -> tup
 def _adopt_orphan(folder: Path) -> tuple[Any, str, int] | None:
     """An experiment of this arm that a killed run was starting (no ``experiment.json`` yet): follow it if its
     manager answers, else stop it, so no NNI manager is left behind and no search runs twice."""
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
 
     with ex.port_lock():  # held by a killed run's nnictl until it has registered its experiment
         found = ex.experiments_in(folder / "nni")
@@ -349,7 +350,7 @@ def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, 
                         study_dir) -> dict[str, Any]:
     import yaml
 
-    from nni_bio import experiment as ex
+    from nni_bio.launch import experiment as ex
     from nni_bio.strategies.halving import BUDGET_KEY
 
     log = folder / "search.log"
@@ -372,7 +373,7 @@ def _search_multi_trial(config, arm, folder, space_cls, space_args, size, slot, 
         ex.stop(exp_id)
     records = []
     for t in trials:
-        sample = {k: ex.unwrap_choice(v) for k, v in t.parameters.items()}
+        sample = {k: unwrap_choice(v) for k, v in t.parameters.items()}
         epochs = int(sample.pop(BUDGET_KEY, config.search.epochs))
         records.append({"id": t.id, "status": t.status, "val_acc": t.score, "epochs": epochs, "sample": sample})
     top = max((r["epochs"] for r in records), default=config.search.epochs)

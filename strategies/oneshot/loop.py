@@ -17,7 +17,7 @@ SGD, architecture step, per-epoch evaluation), so every strategy reports the sam
 and runs unchanged inside an NNI trial (``python -m nni_bio.strategies.oneshot.trial``, see :mod:`nni_bio.strategies.oneshot.trial`).
 
 **Checkpoints and resume.** With ``checkpoint=PATH`` the loop writes, after every epoch and
-atomically (:mod:`nni_bio.checkpoint`), everything the next epoch depends on: the supernet (weights,
+atomically (:mod:`nni_bio.train.checkpoint`), everything the next epoch depends on: the supernet (weights,
 architecture parameters, rule state such as brSF's step counters), the weight optimizer and its
 schedule, the strategy's own state (DARTS' architecture Adam, ENAS' controller, its optimizer and
 replay buffer; EG-NAS keeps no CMA-ES state across epochs), the random states of torch, numpy and
@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from nni_bio.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 from nni_bio.strategies.oneshot.search import EpochRecord, OneShotConfig, OneShotStrategy, Search, recalibrated_evaluate
+from nni_bio.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 #: strategy name -> ("module:class", default keyword arguments)
 STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -157,13 +157,13 @@ def run_oneshot(space: str = "tiny", strategy: str = "darts", dataset: str = "di
     Raises:
         NniBioError: unknown strategy, space or hyperparameter.
         DivergenceError: the weight loss became NaN/inf.
-        nni_bio.checkpoint.CheckpointError: the checkpoint is unreadable or from another search.
+        nni_bio.train.checkpoint.CheckpointError: the checkpoint is unreadable or from another search.
     """
     from nni_bio.data import get_dataset
     from nni_bio.search_spaces import space_class
     from nni_bio.strategies.supernet import build_supernet
     from nni_bio.search_spaces import space_arguments
-    from nni_bio.training import wire_rules
+    from nni_bio.train.training import wire_rules
 
     searcher, config = make_strategy(strategy, **hparams, epochs=epochs, seed=seed)
     if config.compile != "none" and searcher.supernet_kind == "path":
@@ -307,11 +307,11 @@ def retrain_derived(result: OneShotResult, epochs: int, *, data_dir: str | None 
     whole training split the search used (both of its halves, ``train_limit`` applied) with the
     search's weight settings (SGD ``lr``, ``momentum``, ``weight_decay``, ``grad_clip``,
     ``batch_size``, cosine schedule, ``seed``, ``device``) and is evaluated on the ``val`` split
-    after every epoch. Returns the :class:`~nni_bio.training.TrainResult`.
+    after every epoch. Returns the :class:`~nni_bio.train.training.TrainResult`.
     """
     from nni_bio.search_spaces import space_class
-    from nni_bio.training import TrainConfig, train
-    from nni_bio.trial_runtime import load_splits, network_at_search_size
+    from nni_bio.train.training import TrainConfig, train
+    from nni_bio.train.trial_runtime import load_splits, network_at_search_size
 
     if epochs < 1:
         raise NniBioError(f"retraining needs epochs >= 1, got {epochs}")

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from nni_bio.error_bus import main_output
-from nni_bio.training import AMP_DTYPES, DivergenceError, clip_grad_norm, evaluate, scaled_backward
+from nni_bio.core.error_bus import main_output
+from nni_bio.train.training import AMP_DTYPES, DivergenceError, clip_grad_norm, evaluate, scaled_backward
 
 from nni_bio.strategies.supernet import Supernet
 

@@ -79,8 +79,8 @@ from typing import Any
 
 import torch
 
-from nni_bio.errors import NniBioError
-from nni_bio.trial_runtime import TrialReporter, run_as_trial, trial_output
+from nni_bio.core.errors import NniBioError
+from nni_bio.train.trial_runtime import TrialReporter, run_as_trial, trial_output
 #: command-line options passed to run_oneshot when given (name -> type)
 _HPARAM_FLAGS = {
     "batch_size": int, "lr": float, "lr_min": float, "momentum": float, "weight_decay": float,
@@ -133,9 +133,9 @@ def nni_parameters() -> dict[str, Any]:
     """The trial's NNI parameters (``{}`` outside NNI), with NAS-format choices unwrapped."""
     import nni
 
-    from nni_bio.experiment import unwrap_choice
+    from nni_bio.nas.candidates import unwrap_choice
 
-    from nni_bio import _compat
+    from nni_bio.nas import _compat
 
     params = nni.get_next_parameter() or {}
     _compat.check_parameters_bound()
@@ -174,7 +174,7 @@ def resolve(args: argparse.Namespace, params: dict[str, Any]) -> tuple[str, dict
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import nni
 
-    from nni_bio.candidates import parse_candidate
+    from nni_bio.nas.candidates import parse_candidate
     from nni_bio.strategies.oneshot.search import EpochRecord
     from nni_bio.strategies.oneshot.loop import default_retrain_epochs, retrain_derived, run_oneshot
 
@@ -276,7 +276,7 @@ def checkpoint_plan(args: argparse.Namespace, output: Path) -> tuple[Path, dict[
     Without ``--resume``, a checkpoint of another run is moved aside to :data:`PREVIOUS_CHECKPOINT`
     (a new search starts; nothing a search wrote is lost to a forgotten flag).
     """
-    from nni_bio.checkpoint import load_checkpoint
+    from nni_bio.train.checkpoint import load_checkpoint
 
     trial = _nni_trial()
     folder = Path(args.checkpoint_dir) if args.checkpoint_dir else output

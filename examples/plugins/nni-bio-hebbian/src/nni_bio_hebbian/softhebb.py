@@ -14,7 +14,7 @@ and the backward pass returns grad_W = -dW, so ``optimizer.step()`` applies W <-
 update travels through ``.grad``: learning rate, schedule, momentum, weight decay, gradient clipping,
 and DDP all-reduce apply to it like to any gradient (put the layer in its own parameter group to give
 it another learning rate or no weight decay). Under fp16 with a GradScaler the update is multiplied by
-the loss scale that :func:`nni_bio.training.scaled_backward` declares, so ``unscale_`` gives it back
+the loss scale that :func:`nni_bio.train.training.scaled_backward` declares, so ``unscale_`` gives it back
 intact; an fp16 backward without that declaration raises. The error arriving at the layer is not
 used for the weight; it is still sent down exactly (W^T delta), so layers below keep learning. The
 bias gets its ordinary gradient sum(delta): it is not part of the Hebbian pre-activation, and a
@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nni_bio.errors import NniBioError
-from nni_bio.layers import LayerOp, RuleLayer
-from nni_bio.rule import Feedback, LearningRule, RuleInfo
-from nni_bio.training import loss_scale
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.layers import LayerOp, RuleLayer
+from nni_bio.core.rule import Feedback, LearningRule, RuleInfo
+from nni_bio.train.training import loss_scale
 
 __all__ = ["SoftHebb", "SoftHebbFeedback"]
 
@@ -67,7 +67,7 @@ def _loss_scale(grad_out: Tensor) -> Tensor | float | None:
 
     Unlike a true gradient, the update does not depend on the loss, so it would not carry the scale
     and ``GradScaler.unscale_`` would divide it by 2**16. The scale is declared by
-    :func:`nni_bio.training.scaled_backward` (``nni-bio train`` declares it); an fp16 backward with
+    :func:`nni_bio.train.training.scaled_backward` (``nni-bio train`` declares it); an fp16 backward with
     nothing declared is refused rather than silently learning 65536 times too slowly.
     """
     scale = loss_scale(grad_out.device)
@@ -75,7 +75,7 @@ def _loss_scale(grad_out: Tensor) -> Tensor | float | None:
         raise NniBioError(
             "softhebb: fp16 backward without a declared loss scale. A GradScaler would divide the Hebbian update "
             "(which does not depend on the loss) by its scale and the layer would stop learning. Run the backward "
-            "inside `with nni_bio.training.scaled_backward(scaler): scaler.scale(loss).backward()` (pass None if "
+            "inside `with nni_bio.train.training.scaled_backward(scaler): scaler.scale(loss).backward()` (pass None if "
             "the loss is not scaled), or train in bf16 or fp32."
         )
     return scale

@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node=4 -m nni_bio.cli train ...`` starts one process per GPU with
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set; :func:`init_from_env` joins the process group
-(NCCL on CUDA, gloo on CPU) and picks the local GPU. :func:`nni_bio.training.train` then wraps the
+(NCCL on CUDA, gloo on CPU) and picks the local GPU. :func:`nni_bio.train.training.train` then wraps the
 model in DistributedDataParallel and shards the data with a DistributedSampler; rank 0 alone
 writes checkpoints, TensorBoard logs and ``result.json``.
 

@@ -8,7 +8,7 @@ this module, so a trial reports the same way however it was launched.
 
 Example (outside NNI the reports go to TensorBoard and the files only):
     >>> import tempfile
-    >>> from nni_bio.training import TrainConfig
+    >>> from nni_bio.train.training import TrainConfig
     >>> sample = {"conv1": "conv_3x3@fa", "conv2": "conv_3x3@usf", "fc": "frsf"}
     >>> final = train_architecture("tiny", {"width": 4}, sample, dataset="digits", train_limit=128,
     ...                            config=TrainConfig(epochs=1), output=tempfile.mkdtemp(), say=None)
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 __all__ = ["EXIT_DIVERGED", "SEARCH_SIZE_KEYS", "TrialReporter", "load_splits", "network_at_search_size",
            "run_as_trial", "train_architecture", "trial_output"]
@@ -126,17 +126,17 @@ def train_architecture(space: str, space_args: Mapping[str, Any], sample: Mappin
     """Train the architecture ``sample`` of ``space`` as a multi-trial trial does, and report it.
 
     The network is ``space.build_network(genotype)`` at search size with its layers' rules, trained
-    by :func:`nni_bio.training.train` with ``config`` (a :class:`~nni_bio.training.TrainConfig`,
+    by :func:`nni_bio.train.training.train` with ``config`` (a :class:`~nni_bio.train.training.TrainConfig`,
     its ``seed`` also seeding the weights and the data split). Every epoch goes to NNI and TensorBoard;
     ``genotype.json`` and ``result.json`` go to ``output`` (:func:`trial_output`). The final result
     carries the genotype as a JSON string, so it reaches the NNI manager from a remote worker too.
-    Returns the final result. A diverging run raises :class:`~nni_bio.training.DivergenceError`.
+    Returns the final result. A diverging run raises :class:`~nni_bio.train.training.DivergenceError`.
     """
     import torch
 
     from nni_bio.search_spaces import space_arguments, space_class
-    from nni_bio.swap import parameter_counts, rule_map
-    from nni_bio.training import TrainConfig, train
+    from nni_bio.core.swap import parameter_counts, rule_map
+    from nni_bio.train.training import TrainConfig, train
 
     config = config or TrainConfig()
     say = say or (lambda _line: None)
@@ -178,9 +178,9 @@ def run_as_trial(run_fn: Callable[[Any], Any], args: Any, what: str = "trial") -
     """Run ``run_fn(args)`` and map failures to exit statuses NNI shows: a diverging run exits with
     :data:`EXIT_DIVERGED`, any other nni-bio error with 2, both with the reason on stderr. Under NNI
     the run happens in a supervised child, so a run killed by a signal is FAILED too
-    (:func:`nni_bio._compat.supervise_trial`)."""
-    from nni_bio import _compat
-    from nni_bio.training import DivergenceError
+    (:func:`nni_bio.nas._compat.supervise_trial`)."""
+    from nni_bio.nas import _compat
+    from nni_bio.train.training import DivergenceError
 
     _compat.filter_warnings()
     _compat.supervise_trial(what)

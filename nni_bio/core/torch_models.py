@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nni_bio._registry import get_rule
-from nni_bio.error_bus import enable_dfa
-from nni_bio.errors import UnsupportedLayerError
-from nni_bio.layers import Conv2dOp, RuleConv2d, RuleLayer, RuleLinear
-from nni_bio.rule import LearningRule
+from nni_bio.core._registry import get_rule
+from nni_bio.core.error_bus import enable_dfa
+from nni_bio.core.errors import UnsupportedLayerError
+from nni_bio.core.layers import Conv2dOp, RuleConv2d, RuleLayer, RuleLinear
+from nni_bio.core.rule import LearningRule
 
 __all__ = ["NotConvertedWarning", "convert", "to_torch"]
 

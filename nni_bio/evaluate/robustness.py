@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nni_bio.error_bus import main_output
-from nni_bio.errors import NniBioError
-from nni_bio.swap import swap_rule
+from nni_bio.core.error_bus import main_output
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.swap import swap_rule
 
 WHITE_BOX = ("fgsm", "pgd")
 BLACK_BOX = ("square", "transfer")
@@ -358,7 +358,7 @@ def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
 
 def write_report(folder: Path, header: dict[str, Any], rows: list[dict]) -> tuple[Path, Path]:
     """``attack.json`` (merged with an earlier one made on the same images) and ``attack.md``."""
-    from nni_bio.final_training import write_json
+    from nni_bio.core.safe_json import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "attack.json"

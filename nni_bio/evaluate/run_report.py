@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nni_bio.errors import NniBioError
-from nni_bio.robustness import ATTACK_LABELS, GRADIENT_LABELS, accuracy_cell, eps_label, settings_label
+from nni_bio.core.errors import NniBioError
+from nni_bio.evaluate.robustness import ATTACK_LABELS, GRADIENT_LABELS, accuracy_cell, eps_label, settings_label
 
 LINESTYLES = {"bp": ("-", "o"), "rule": ("--", "s"), "none": (":", "^"), "surrogate-bp": ("-.", "D")}
 

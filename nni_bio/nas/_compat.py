@@ -190,7 +190,8 @@ _V3_PATCH_V1_MARK = "nni-bio: parameters bound to their trial"
 _V3_PATCH_MARK = "nni-bio: parameters bound to their trial and marked"
 #: the key the patched manager adds to every parameter record it sends; a trial without it refuses to run
 BOUND_KEY = "nni_bio_bound"
-#: (NNI's text, the patched text) in ``compat.js``; every piece must match exactly once
+#: (NNI's text, the patched text) in ``compat.js``; every piece must match exactly once. The first version's text,
+#: exactly as it wrote it (its comment names this module's old place), so that it can be undone
 _V3_PATCH_V1 = (
     ("""        if (trialId === null) {
             this.parameters.push(form.hyperParameters.value);
@@ -227,7 +228,8 @@ _V3_PATCH_V1 = (
 """),
 )
 _V3_PATCH = tuple((old, new.replace("sendParameter(trialId, form.hyperParameters.value)",
-                                     "sendParameter(trialId, nniBioBound(form.hyperParameters.value))"))
+                                     "sendParameter(trialId, nniBioBound(form.hyperParameters.value))")
+                   .replace("(nni_bio/_compat.py,", "(nni_bio/nas/_compat.py,"))
                   for old, new in _V3_PATCH_V1) + (
     ("""                await this.v3.sendParameter(trialId, this.allocatedParameters.get(trialId));""",
      """                await this.v3.sendParameter(trialId, nniBioBound(this.allocatedParameters.get(trialId)));"""),
@@ -269,7 +271,7 @@ def patch_v3_parameter_binding(node_dir: str | None = None) -> bool:
     not misled). Patched, the manager binds the parameters to the trial id ``createTrial`` returns,
     and answers a trial that asks before that as soon as it is known. This edits NNI's installed
     manager (a Node.js file no Python hook reaches); ``scripts/setup.sh`` runs it
-    (``python -m nni_bio._compat patch-nni-manager``). Idempotent: returns True when it changed the
+    (``python -m nni_bio.nas._compat patch-nni-manager``). Idempotent: returns True when it changed the
     file, False when it was patched already; raises RuntimeError when the file is not NNI 3.0's.
     """
     path = os.path.join(node_dir or nni_node_dir(), *_V3_COMPAT_JS)
@@ -287,7 +289,7 @@ def check_parameters_bound() -> None:
     mark was started by an unpatched manager (plain ``nnictl create`` after ``pip install``), and stops
     here, naming the command that fixes it. Other channels (NNI's standalone mode, tests) are not checked.
     """
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     channel = os.environ.get("NNI_TRIAL_COMMAND_CHANNEL", "")
     if not channel or channel.startswith("import://"):
@@ -309,7 +311,7 @@ _LISTEN_MARK = "nni-bio: the manager listens where it must"
 _LAUNCHER_HOSTS = '''
 
 def _nni_bio_manager_hosts(config, mode):
-    # nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address).
+    # nni-bio: the manager listens where it must (nni_bio/nas/_compat.py, patch_manager_listen_address).
     # Loopback always (nnictl and nni-bio reach the manager there); the workers' address for remote-style
     # platforms; anything else only when asked for with NNI_BIO_LISTEN.
     asked = [h.strip() for h in os.environ.get('NNI_BIO_LISTEN', '').split(',') if h.strip()]
@@ -326,7 +328,7 @@ _LISTEN_PATCHES = (
     (("rest_server", "index.js"), (
         ("""        this.server = app.listen(this.port);
 """,
-         """        // nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+         """        // nni-bio: the manager listens where it must (nni_bio/nas/_compat.py, patch_manager_listen_address)
         const nniBioHosts = (process.env.NNI_BIO_MANAGER_HOSTS || '127.0.0.1').split(',').filter(host => host);
         this.server = app.listen(this.port, nniBioHosts[0]);
         // the other addresses relay their connections (HTTP and the workers' WebSockets) to the first one
@@ -362,14 +364,14 @@ _LISTEN_PATCHES = (
     (("common", "restServer.js"), (
         ("""    hostName = '0.0.0.0';
 """,
-         """    // nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+         """    // nni-bio: the manager listens where it must (nni_bio/nas/_compat.py, patch_manager_listen_address)
     hostName = (process.env.NNI_BIO_MANAGER_HOSTS || '127.0.0.1').split(',').filter(host => host).pop();
 """),
     ), ""),
     (("..", "nni", "experiment", "launcher.py"), (
         ("""        proc = _start_rest_server(nni_manager_args, run_mode)
 """,
-         """        # nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+         """        # nni-bio: the manager listens where it must (nni_bio/nas/_compat.py, patch_manager_listen_address)
         os.environ['NNI_BIO_MANAGER_HOSTS'] = _nni_bio_manager_hosts(config, nni_manager_args.mode)
         proc = _start_rest_server(nni_manager_args, run_mode)
 """),
@@ -377,7 +379,7 @@ _LISTEN_PATCHES = (
     (("..", "nni", "experiment", "experiment.py"), (
         ("""        ips = [f'http://{ip}:{port}' for ip in ips if ip]
 """,
-         """        # nni-bio: the manager listens where it must (nni_bio/_compat.py, patch_manager_listen_address)
+         """        # nni-bio: the manager listens where it must (nni_bio/nas/_compat.py, patch_manager_listen_address)
         import os
         bound = os.environ.get('NNI_BIO_MANAGER_HOSTS', '127.0.0.1').split(',')
         ips = [ip for ip in ips if ip in bound] or ([] if bound[0] in ('0.0.0.0', '::') else bound) or ips
@@ -468,7 +470,7 @@ def ensure_manager_patched() -> None:
     ``nni-bio search`` and ``nni-bio study`` call this before they start an experiment, so nni-bio never
     runs NNI's manager unpatched; plain ``nnictl create`` relies on ``scripts/setup.sh``, which applies them.
     """
-    from nni_bio.errors import NniBioError
+    from nni_bio.core.errors import NniBioError
 
     if not manager_patches_missing():
         return
@@ -514,7 +516,7 @@ def apply() -> None:
     _applied = True
 
 
-if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard|patch-nni-manager
+if __name__ == "__main__":  # python -m nni_bio.nas._compat worker-pip-guard|patch-nni-manager
     if sys.argv[1:] == ["worker-pip-guard"]:  # scripts/nni-worker/bin/python
         sys.exit(worker_pip_guard())
     if sys.argv[1:] == ["patch-nni-manager"]:  # scripts/setup.sh
@@ -525,4 +527,4 @@ if __name__ == "__main__":  # python -m nni_bio._compat worker-pip-guard|patch-n
         print(f"nni-bio: NNI manager {'patched' if changed else 'already patched'}: it listens on 127.0.0.1 (plus "
               f"nniManagerIp for remote workers, or ${LISTEN_ENV} when set), not on every interface")
         sys.exit(0)
-    sys.exit("usage: python -m nni_bio._compat worker-pip-guard|patch-nni-manager")
+    sys.exit("usage: python -m nni_bio.nas._compat worker-pip-guard|patch-nni-manager")

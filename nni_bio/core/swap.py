@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 
 from torch import nn
 
-from nni_bio._registry import get_rule
-from nni_bio.error_bus import enable_dfa, error_bus
-from nni_bio.layers import RuleLayer
-from nni_bio.rule import LearningRule
+from nni_bio.core._registry import get_rule
+from nni_bio.core.error_bus import enable_dfa, error_bus
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.rule import LearningRule
 
 RuleSpec = str | LearningRule | Mapping[str, str] | Callable[[str, RuleLayer], str | None]
 
@@ -19,7 +19,7 @@ def swap_rule(model: nn.Module, rule: RuleSpec) -> nn.Module:
     """Give the rule layers of ``model`` another learning rule, in place; weights are kept.
 
     Args:
-        model: any module containing :class:`~nni_bio.layers.RuleLayer` s.
+        model: any module containing :class:`~nni_bio.core.layers.RuleLayer` s.
         rule: one rule (name or object) for every layer; or a mapping of fnmatch patterns over
             module names to rule names (first match wins, unmatched layers keep their rule); or a
             callable ``(module_name, layer) -> rule name or None``.
@@ -74,7 +74,7 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 
     Example:
         >>> from nni_bio import get_rule
-        >>> from nni_bio.layers import RuleLinear
+        >>> from nni_bio.core.layers import RuleLinear
         >>> parameter_counts(RuleLinear(4, 2, rule=get_rule("kp")))
         {'trainable_params': 10, 'learned_feedback_params': 8}
     """

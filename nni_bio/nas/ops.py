@@ -24,7 +24,7 @@ is preceded by a rule ReLU-Conv-BN 1x1 (NAS-Bench-201) and a zero op outputs ``C
 
 Example:
     >>> import torch
-    >>> from nni_bio.ops import build_op
+    >>> from nni_bio.nas.ops import build_op
     >>> op = build_op("sep_conv_3x3@usf", 8, 8, stride=2)
     >>> op(torch.randn(2, 8, 16, 16)).shape
     torch.Size([2, 8, 8, 8])
@@ -38,10 +38,10 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from nni_bio._registry import get_rule
-from nni_bio.candidates import parse_candidate
-from nni_bio.errors import NniBioError
-from nni_bio.layers import RuleLayer
+from nni_bio.core._registry import get_rule
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.layers import RuleLayer
+from nni_bio.nas.candidates import parse_candidate
 
 #: ``(C_in, C_out, stride, rule, *, affine=True, pool_bn=False) -> nn.Module``
 OpBuilder = Callable[..., nn.Module]

@@ -1,5 +1,7 @@
 """Candidate names of op x rule choices, and building the candidate modules (pure PyTorch).
 
+Also the one helper every reader of a tuner's sample needs: :func:`unwrap_choice`.
+
 A candidate of a searchable slot is named ``op@rule`` for an op with weights (``sep_conv_3x3@usf``)
 and plain ``op`` for a parameter-free op (``max_pool_3x3``), which gets one candidate whatever the
 rules. The names become ``LayerChoice`` keys, genotype entries and NNI hyperparameter values.
@@ -14,11 +16,12 @@ error-only rule there (``conv_3x3@fa``) is read as that candidate (:func:`canoni
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
-from nni_bio._registry import get_rule
-from nni_bio.errors import UnknownRuleError, UnsupportedLayerError
+from nni_bio.core._registry import get_rule
+from nni_bio.core.errors import UnknownRuleError, UnsupportedLayerError
 
 SEPARATOR = "@"
 #: how a printed architecture names the rule of a first-layer candidate named by its op alone
@@ -149,3 +152,8 @@ def describe_candidate(value: object, input_layer: bool = False) -> str:
     if rule is None and input_layer:
         rule = EXACT_LOCAL_GRADIENT
     return f"{op} @ {rule}" if rule else op
+
+
+def unwrap_choice(value: Any) -> Any:
+    """Tuners of NNI's NAS format send ``{"_value": v, "_idx": i}``; others send ``v``."""
+    return value["_value"] if isinstance(value, dict) and "_value" in value else value

@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from nni_bio._registry import get_rule
-from nni_bio.error_bus import main_output
-from nni_bio.layers import RuleLayer
-from nni_bio.swap import swap_rule
+from nni_bio.core._registry import get_rule
+from nni_bio.core.error_bus import main_output
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.swap import swap_rule
 
 if TYPE_CHECKING:
-    from nni_bio.training import EpochMetrics
+    from nni_bio.train.training import EpochMetrics
 
 
 def angle_degrees(a: Tensor, b: Tensor) -> float:

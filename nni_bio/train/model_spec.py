@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 
 def fixed_spec(model: str, *, rule: str = "backprop", rule_map: Mapping[str, str] | None = None,
@@ -63,7 +63,7 @@ def preset_of(spec: Mapping[str, Any]) -> str | None:
     genotype = spec.get("genotype") or {}
     if spec.get("kind") != "genotype" or genotype.get("space") != "darts":
         return None
-    from nni_bio.search_spaces.darts_net import full_args
+    from nni_bio.search_spaces.darts_cells import full_args
 
     return full_args(genotype.get("args"))["preset"]
 
@@ -97,12 +97,12 @@ def _builder_parameters(space_cls: type) -> set[str]:
 def build_model(spec: Mapping[str, Any], dataset: str) -> nn.Module:
     """The network of ``spec`` for data set ``dataset`` (fresh weights; seed torch first)."""
     from nni_bio.data import dataset_info
-    from nni_bio.swap import swap_rule
+    from nni_bio.core.swap import swap_rule
 
     info = dataset_info(dataset)
     shape = {"in_channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size}
     if spec["kind"] == "fixed":
-        from nni_bio.models import build_fixed_model
+        from nni_bio.nas.fixed_models import build_fixed_model
 
         return build_fixed_model(spec["model"], width=spec.get("width"), rule=spec.get("rule") or "backprop",
                                  rule_map=spec.get("rule_map"), model_args=spec.get("model_args"), **shape)
@@ -138,7 +138,7 @@ def build_model(spec: Mapping[str, Any], dataset: str) -> nn.Module:
 
 def _check_patterns(model: nn.Module, rule_map: Mapping[str, str], what: str) -> None:
     """Raise if a ``rule_map`` pattern matches no rule layer (a typo would otherwise change nothing)."""
-    from nni_bio.layers import RuleLayer
+    from nni_bio.core.layers import RuleLayer
 
     names = [n for n, m in model.named_modules() if isinstance(m, RuleLayer)]
     unmatched = [p for p in rule_map if not any(fnmatch.fnmatchcase(n, p) for n in names)]

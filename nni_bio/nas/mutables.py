@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nni_bio import _compat
+from nni_bio.nas import _compat
 
 _compat.apply()
 
@@ -20,10 +20,10 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace  # noqa: E402
 from nni.mutable import CategoricalMultiple  # noqa: E402
 from torch import nn  # noqa: E402
 
-from nni_bio._registry import get_rule  # noqa: E402
-from nni_bio.errors import NniBioError  # noqa: E402
-from nni_bio.candidates import (OpBuilder, canonical_candidate, changes_first_layer, check_rules,  # noqa: E402
-                                input_layer_rules, op_rule_candidates)
+from nni_bio.core._registry import get_rule  # noqa: E402
+from nni_bio.core.errors import NniBioError  # noqa: E402
+from nni_bio.nas.candidates import (OpBuilder, canonical_candidate, changes_first_layer, check_rules,  # noqa: E402
+                                    input_layer_rules, op_rule_candidates)
 
 __all__ = ["InvalidSampleError", "LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "rule_layer",
            "search_space_json", "freeze", "input_layer_labels"]
@@ -54,7 +54,7 @@ def rule_choice(kind: str, *, rules: Iterable[str], label: str, input_layer: boo
         **shape: the layer's arguments, as for ``rule.linear`` / ``rule.conv2d``.
 
     Example:
-        >>> from nni_bio.nas import rule_choice
+        >>> from nni_bio.nas.mutables import rule_choice
         >>> layer = rule_choice("linear", rules=["usf", "fa"], label="fc1", in_features=4, out_features=2)
         >>> list(layer.names)
         ['fa', 'usf']

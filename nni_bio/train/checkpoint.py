@@ -11,7 +11,7 @@ leaves either the previous checkpoint or the new one, never a torn file.
 Example:
     >>> import tempfile, torch
     >>> from pathlib import Path
-    >>> from nni_bio.checkpoint import load_checkpoint, save_checkpoint
+    >>> from nni_bio.train.checkpoint import load_checkpoint, save_checkpoint
     >>> path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
     >>> save_checkpoint(path, {"epoch": 3, "weights": torch.ones(2)})
     >>> load_checkpoint(path)["epoch"]
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from nni_bio.errors import NniBioError, write_failure
+from nni_bio.core.errors import NniBioError, write_failure
 
-#: format version of the checkpoint dict written by :func:`nni_bio.training.train`
+#: format version of the checkpoint dict written by :func:`nni_bio.train.training.train`
 CHECKPOINT_VERSION = 1
 
 

@@ -7,7 +7,7 @@ seconds with the reason instead of inside every trial.
   (:func:`nni_bio.data.check_dataset`, what ``nni-bio data check`` runs), so a missing or corrupt
   copy is reported with its message. Local trials only: remote workers have their own disks.
 * **search space**: a multi-trial config's search-space file is the space its trial command builds
-  (:func:`nni_bio.experiment.check_search_space`); a one-shot trial's space is built to find rules
+  (:func:`nni_bio.launch.experiment.check_search_space`); a one-shot trial's space is built to find rules
   that are not installed, and its strategies are checked by name.
 * **rules**: a rule named in ``--space-args`` that no installed distribution provides (``nni-bio
   rules`` lists the installed ones) is caught by building the space.
@@ -21,20 +21,15 @@ them all (e.g. when the data set exists only on remote workers).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
-import shlex
 import socket
-from argparse import Namespace
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
+from nni_bio.launch.experiment_config import TrialCommand, check_search_space, parse_trial_command
 
-#: trial modules whose command lines the preflight understands
-TRIAL_MODULES = ("nni_bio.trial", "nni_bio.strategies.oneshot.trial", "nni_bio.oneshot")  # the last: the old name
 #: NNI platforms that open a second port (``port + 1``) for their workers' command channel
 WEBSOCKET_PLATFORMS = frozenset({"hybrid", "remote", "openpai", "kubeflow", "frameworkcontroller", "adl"})
 
@@ -52,67 +47,18 @@ class PreflightError(NniBioError):
         super().__init__("\n".join(lines))
 
 
-@dataclass
-class TrialCommand:
-    """An ``nni_bio.trial`` / ``nni_bio.strategies.oneshot.trial`` command, parsed as the trial will parse it."""
-
-    module: str
-    args: Namespace
-    env: dict[str, str] = field(default_factory=dict)  # VAR=value words before the interpreter
-
-    @property
-    def oneshot(self) -> bool:
-        return self.module != "nni_bio.trial"
-
-    def space_args(self) -> dict[str, Any]:
-        """``--space-args`` as the trial reads it (a JSON object)."""
-        try:
-            space_args = json.loads(self.args.space_args)
-        except json.JSONDecodeError as exc:
-            raise NniBioError(f"trialCommand: --space-args {self.args.space_args!r} is not JSON: {exc}") from exc
-        if not isinstance(space_args, dict):
-            raise NniBioError(f"trialCommand: --space-args must be a JSON object, got {self.args.space_args!r}")
-        return space_args
-
-
-def parse_trial_command(command: str) -> TrialCommand | None:
-    """The trial command's module and arguments; ``None`` when it is not ``python -m nni_bio.{trial,oneshot}``.
-
-    Raises:
-        NniBioError: it is one of them, but with arguments the trial would refuse.
-    """
-    try:
-        words = shlex.split(str(command))
-    except ValueError as exc:
-        raise NniBioError(f"trialCommand is not a valid shell command: {exc}") from exc
-    env = {}
-    while words and "=" in words[0] and not words[0].startswith("-"):
-        name, _, value = words.pop(0).partition("=")
-        env[name] = value
-    if len(words) < 3 or words[1] != "-m" or words[2] not in TRIAL_MODULES:
-        return None
-    module = words[2]
-    if module == "nni_bio.trial":
-        from nni_bio.trial import parse_args
-    else:
-        from nni_bio.strategies.oneshot.trial import parse_args
-    try:
-        args = parse_args(words[3:])
-    except SystemExit as exc:  # argparse has printed why
-        raise NniBioError(f"trialCommand: `python3 -m {module}` does not accept {words[3:]}") from exc
-    return TrialCommand(module, args, env)
-
-
 def argument_problem(program: str, argv: list[str]) -> str | None:
-    """argparse's own one-line refusal of ``argv`` by ``program`` (``nni-bio``, ``nni_bio.trial`` or
-    ``nni_bio.strategies.oneshot.trial``), or ``None`` when it parses. Nothing is run."""
+    """argparse's own one-line refusal of ``argv`` by ``program`` (``nni-bio`` with ``train ...``, ``nni_bio.trial``
+    or ``nni_bio.strategies.oneshot.trial``), or ``None`` when it parses. Nothing is run."""
     import contextlib
     import io
 
     if program == "nni-bio":
-        from nni_bio.cli import build_parser
+        if argv[:1] != ["train"]:
+            raise ValueError(f"only `nni-bio train` command lines are checked here, not {argv[:1]}")
+        from nni_bio.train.arguments import parser
 
-        parse = build_parser().parse_args
+        parse, argv = parser().parse_args, argv[1:]
     elif program == "nni_bio.trial":
         from nni_bio.trial import parse_args as parse
     else:
@@ -181,7 +127,7 @@ def check_data(config_path: str | os.PathLike, config: dict[str, Any], command: 
 
 def check_oneshot_space(command: TrialCommand) -> str:
     """Build a one-shot trial's space as the trial will: a rule that is not installed fails here."""
-    from nni_bio.commands.export_space import space_json
+    from nni_bio.search_spaces import space_json
 
     args, space_args = command.args, command.space_args()
     try:
@@ -263,8 +209,6 @@ def run_preflight(config_path: str | os.PathLike, config: dict[str, Any], *, por
         port: the port the user asked for (``None``: one is picked later, so none is checked).
         update_space: rewrite a stale search-space file instead of failing (``--update-space``).
     """
-    from nni_bio import experiment as ex
-
     passed: list[str] = []
     problems: list[str] = []
 
@@ -295,7 +239,7 @@ def run_preflight(config_path: str | os.PathLike, config: dict[str, Any], *, por
             attempt(check_oneshot_strategies, command, config)
         else:
             def space() -> str:
-                state = ex.check_search_space(config_path, config, update=update_space)
+                state = check_search_space(config_path, config, update=update_space)
                 return {"ok": "search space: the one the trial command builds",
                         "updated": f"search space: updated {config.get('searchSpaceFile')} to the space the trial "
                                    "command builds",

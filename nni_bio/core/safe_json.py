@@ -1,4 +1,5 @@
-"""Reading JSON that a user (or someone else) handed in: genotype files, ``--sample``, ``--rule-map``.
+"""JSON in and out: reading what a user (or someone else) handed in (genotype files, ``--sample``,
+``--rule-map``), and writing result files atomically (:func:`write_json`, every layer's one way to write JSON).
 
 Such a file may be crafted. :func:`read_json` reads at most :data:`MAX_BYTES`, refuses nesting deeper
 than :data:`MAX_DEPTH` before parsing (Python's parser would recurse until it overflows), refuses
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError, write_failure
 
 #: the largest JSON document read (1 MiB: a DARTS genotype is about 2 kB)
 MAX_BYTES = 1 << 20
@@ -162,5 +164,17 @@ def rule_map_schema(value: Any, what: str) -> None:
         _fail(what, 'must be a JSON object of pattern -> rule name, e.g. {"0": "backprop", "*": "usf"}')
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file + ``os.replace``)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # full disk, read-only folder: the old file stays; one line says where and why
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_failure(path, exc) from exc
+
+
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "UnsafeJsonError", "genotype_schema", "nesting_depth", "read_json",
-           "rule_map_schema", "sample_schema"]
+           "rule_map_schema", "sample_schema", "write_json"]

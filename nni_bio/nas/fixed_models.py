@@ -18,7 +18,7 @@ fnmatch patterns over the module names below (``nni-bio train --model NAME --pri
 
 Example:
     >>> import torch
-    >>> from nni_bio.models import build_fixed_model
+    >>> from nni_bio.nas.fixed_models import build_fixed_model
     >>> net = build_fixed_model("tiny-cnn", in_channels=1, num_classes=10, image_size=8, rule="usf")
     >>> net(torch.randn(2, 1, 8, 8)).shape
     torch.Size([2, 10])
@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nni_bio._registry import get_rule
-from nni_bio.errors import NniBioError
-from nni_bio.swap import swap_rule
+from nni_bio.core._registry import get_rule
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.swap import swap_rule
 
 _BP = "backprop"
 
@@ -131,8 +131,8 @@ def build_fixed_model(name: str, *, in_channels: int, num_classes: int, image_si
     """
     options = {} if width is None else {"width": width}
     match = _RESNET.match(name)
-    if name.startswith("timm:"):  # nni_bio.timm_models: any timm model, its layers converted
-        from nni_bio.timm_models import build_timm
+    if name.startswith("timm:"):  # nni_bio.core.timm_models: any timm model, its layers converted
+        from nni_bio.core.timm_models import build_timm
 
         if width is not None:
             raise NniBioError(f"{name}: --width applies to nni-bio's own models; pass a timm argument in model_args")

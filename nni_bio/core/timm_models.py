@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from nni_bio.errors import NniBioError
+from nni_bio.core.errors import NniBioError
 
 __all__ = ["PREFIX", "build_timm", "is_timm_name"]
 
@@ -39,7 +39,7 @@ def build_timm(name: str, *, in_channels: int, num_classes: int, image_size: int
     import timm
     import torch
 
-    from nni_bio.torch_models import convert
+    from nni_bio.core.torch_models import convert
 
     name = name[len(PREFIX):] if is_timm_name(name) else name
     if name not in timm.list_models():

@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 
-from nni_bio.errors import (IncompatiblePluginError, NniBioError, PluginLoadError, RuleCollisionError,
+from nni_bio.core.errors import (IncompatiblePluginError, NniBioError, PluginLoadError, RuleCollisionError,
                             RuleTypeError, UnknownRuleError)
-from nni_bio.rule import PLUGIN_API_VERSION, SUPPORTED_API_VERSIONS, LearningRule, RuleInfo
+from nni_bio.core.rule import PLUGIN_API_VERSION, SUPPORTED_API_VERSIONS, LearningRule, RuleInfo
 
 GROUP = "nni_bio.rules"
 OWN_DISTRIBUTION = "nni-bio"
@@ -104,7 +104,7 @@ def list_rules(include: str | list[str] = "*", exclude: str | list[str] = ()) ->
     """Sorted names of the available learning rules, filtered with fnmatch patterns.
 
     Listing imports no rule code. Two distributions offering one name raise
-    :class:`~nni_bio.errors.RuleCollisionError`.
+    :class:`~nni_bio.core.errors.RuleCollisionError`.
 
     Example:
         >>> import nni_bio
@@ -230,7 +230,7 @@ def register_rule(rule: LearningRule | type[LearningRule]) -> LearningRule:
     """Make a rule available by name without packaging it (a notebook, a test).
 
     A name that an installed distribution or an earlier registration already provides raises
-    :class:`~nni_bio.errors.RuleCollisionError`. Usable as a class decorator.
+    :class:`~nni_bio.core.errors.RuleCollisionError`. Usable as a class decorator.
     """
     instance = rule() if isinstance(rule, type) else rule
     name = instance.info.name

@@ -21,7 +21,6 @@ unknown rule or a missing data set fails without leaving a folder behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -35,26 +34,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from nni_bio.checkpoint import load_checkpoint, save_checkpoint
-from nni_bio.errors import NniBioError, write_failure
-from nni_bio.layers import RuleLayer
-from nni_bio.model_spec import build_model, describe, preset_of
-from nni_bio.swap import parameter_counts, rule_map
-from nni_bio.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
+from nni_bio.core.errors import NniBioError
+from nni_bio.core.layers import RuleLayer
+from nni_bio.core.safe_json import write_json
+from nni_bio.core.swap import parameter_counts, rule_map
+from nni_bio.train.checkpoint import load_checkpoint, save_checkpoint
+from nni_bio.train.model_spec import build_model, describe, preset_of
+from nni_bio.train.training import DivergenceError, EpochMetrics, TrainConfig, evaluate, train
 
 CHECKPOINT, MODEL, RESULT, SPEC = "checkpoint.pt", "model.pt", "result.json", "spec.json"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file + ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:  # full disk, read-only folder: the old file stays; one line says where and why
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise write_failure(path, exc) from exc
 
 
 def weight_counts(model: nn.Module) -> dict[str, int]:
@@ -88,7 +76,7 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
     """Train the network of ``spec`` on ``dataset`` and write the output folder (module docstring).
 
     Args:
-        spec: model spec (:mod:`nni_bio.model_spec`).
+        spec: model spec (:mod:`nni_bio.train.model_spec`).
         config: training settings; ``config.seed`` seeds the weights and the data order.
         split_seed: seed of the train/validation split (fixed across training seeds by default).
         resume: continue from ``output/checkpoint.pt``; without it an existing checkpoint is an error.
@@ -103,8 +91,8 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
         The content of ``result.json``.
     """
     from nni_bio.data import get_dataset
-    from nni_bio.distributed import is_main
-    from nni_bio.monitor import Diagnostics, TensorBoardLogger
+    from nni_bio.train.distributed import is_main
+    from nni_bio.train.monitor import Diagnostics, TensorBoardLogger
 
     output = Path(output)
     checkpoint = output / CHECKPOINT
@@ -213,7 +201,7 @@ def run_final_training(spec: dict[str, Any], *, dataset: str, config: TrainConfi
 def load_model(spec: dict[str, Any], dataset: str, weights: str | os.PathLike, device: str = "cpu") -> nn.Module:
     """Rebuild the network of ``spec`` and load ``weights`` (``model.pt``, ``checkpoint.pt`` or a bare
     state dict; read with ``weights_only=True``). Returned in eval mode, DFA wired."""
-    from nni_bio.training import wire_rules
+    from nni_bio.train.training import wire_rules
 
     torch.manual_seed(0)  # the weights are overwritten; fixed feedback tensors come from the state dict
     model = wire_rules(build_model(spec, dataset))
@@ -241,4 +229,4 @@ def load_run(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module,
     return model, {**setup, "name": folder.name, "weights": str(weights), "result": result}
 
 
-__all__ = ["load_model", "load_run", "run_final_training", "weight_counts", "write_json"]
+__all__ = ["load_model", "load_run", "run_final_training", "weight_counts"]

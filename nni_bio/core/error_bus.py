@@ -4,7 +4,7 @@ their backward pass.
 Direct feedback alignment sends the network's output error e = dL/dlogits straight to every DFA
 layer. :func:`enable_dfa` is the one call a network with DFA layers needs: it records e when the
 loss is back-propagated into the model's (main) output and hands it to every rule layer. Without
-it, a DFA layer's backward raises :class:`~nni_bio.errors.DFAWiringError` instead of silently
+it, a DFA layer's backward raises :class:`~nni_bio.core.errors.DFAWiringError` instead of silently
 back-propagating.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nni_bio.layers import RuleLayer
+from nni_bio.core.layers import RuleLayer
 
 _BUS_ATTR = "_nni_bio_error_bus"
 
