@@ -584,6 +584,17 @@ def test_cut_down_digits_study_survives_kill_9_and_resumes(tmp_path):
     assert refused.returncode == 2 and "another study" in refused.stderr
 
 
+def run_cut_down_study(config: dict, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """Run ``config`` as ``nni-bio study`` (2 jobs) and return its study folder and report folder; it must exit 0."""
+    path, out, report = tmp_path / f"{name}.yml", tmp_path / "study", tmp_path / "report"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "nni_bio.cli", "study", str(path), "--output", str(out), "--jobs",
+                           "2", "--report-dir", str(report), "--no-progress"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, report
+
+
 @pytest.mark.slow
 def test_cut_down_digits_study_with_successive_halving_and_repeated_searches(tmp_path):
     """The committed studies' protocol, cut down: successive halving (rungs of 1 and 2 epochs) with the corner at
@@ -594,12 +605,7 @@ def test_cut_down_digits_study_with_successive_halving_and_repeated_searches(tmp
     config.pop("landscape")
     config["search"].update(strategy="halving", max_trials=8, epochs=2, repeats=2, tuner_args={"rungs": [1, 2]})
     config["attack"].update(attacks=["fgsm"], gradients=["bp"], num_images=20, eps="0")
-    path, out, report = tmp_path / "halving.yml", tmp_path / "study", tmp_path / "report"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run([sys.executable, "-m", "nni_bio.cli", "study", str(path), "--output", str(out), "--jobs",
-                           "2", "--report-dir", str(report), "--no-progress"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
+    out, report = run_cut_down_study(config, tmp_path, "halving")
     for arm in ("mixed", "usf"):
         for k, folder in enumerate([out / "search" / arm, out / "search" / arm / "repeat1"]):
             search = json.loads((folder / "search.json").read_text())
@@ -820,12 +826,7 @@ def test_cut_down_study_on_a_timm_skeleton(tmp_path):
     config["retrain"].update(seeds=[0])
     config["attack"].update(attacks=["fgsm"], gradients=["bp"], num_images=20, eps="0")
     config["landscape"] = {"networks": 2, "seed": 0}
-    path, out, report = tmp_path / "timm.yml", tmp_path / "study", tmp_path / "report"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run([sys.executable, "-m", "nni_bio.cli", "study", str(path), "--output", str(out), "--jobs",
-                           "2", "--report-dir", str(report), "--no-progress"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
+    out, report = run_cut_down_study(config, tmp_path, "timm")
     mixed = json.loads((out / "search" / "mixed" / "search.json").read_text())
     assert sorted(c["arm"] for c in mixed["corners"]) == ["fa", "usf"]
     assert set(mixed["trials"][0]["sample"]) == {"conv1", "layer1", "layer2", "layer3", "layer4", "fc"}  # per stage
