@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 GOAL_S = 3.0
-SAMPLE = {"conv1": "conv_3x3@fa", "conv2": "sep_conv_3x3@usf", "fc": "frsf"}
+SAMPLE = {"conv1": "conv_3x3", "conv2": "sep_conv_3x3@usf", "fc": "frsf"}
 MARK = "NNI_BIO_FIRST_BATCH"
 
 PROBE = f'''
