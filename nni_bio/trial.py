@@ -8,7 +8,7 @@ chosen rules, report per-epoch and final results, write TensorBoard logs. The wo
 
 Outside NNI, pass the architecture yourself::
 
-    python -m nni_bio.trial --space tiny --dataset digits --sample '{"conv1": "conv_3x3@fa", "conv2": "conv_3x3@usf", "fc": "frsf"}'
+    python -m nni_bio.trial --space tiny --dataset digits --sample '{"conv1": "conv_3x3", "conv2": "conv_3x3@usf", "fc": "frsf"}'
 
 Under a multi-fidelity tuner (:class:`~nni_bio.strategies.halving.SuccessiveHalvingTuner`, NNI's Hyperband or
 BOHB) the parameters carry ``TRIAL_BUDGET``: the trial trains that many epochs instead of ``--epochs``, and the

@@ -9,7 +9,7 @@ this module, so a trial reports the same way however it was launched.
 Example (outside NNI the reports go to TensorBoard and the files only):
     >>> import tempfile
     >>> from nni_bio.train.training import TrainConfig
-    >>> sample = {"conv1": "conv_3x3@fa", "conv2": "conv_3x3@usf", "fc": "frsf"}
+    >>> sample = {"conv1": "conv_3x3", "conv2": "conv_3x3@usf", "fc": "frsf"}
     >>> final = train_architecture("tiny", {"width": 4}, sample, dataset="digits", train_limit=128,
     ...                            config=TrainConfig(epochs=1), output=tempfile.mkdtemp(), say=None)
     >>> sorted(final)[:3]
