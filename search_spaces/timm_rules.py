@@ -32,7 +32,7 @@ from torch import nn
 
 from nni_bio.core._registry import get_rule
 from nni_bio.core.layers import RuleLayer, RuleLinear
-from nni_bio.nas.candidates import changes_first_layer, check_rules, input_layer_rules
+from nni_bio.nas.candidates import check_rules, input_layer_rules, rule_choice_key
 from nni_bio.nas.mutables import LayerChoice, ModelSpace
 from nni_bio.search_spaces._genotype import GenotypeMixin
 
@@ -88,7 +88,7 @@ class TimmRulesSpace(GenotypeMixin, ModelSpace):
             layers = [n for n, m in part.named_modules(prefix=group) if isinstance(m, RuleLayer)]
             alone = layers == [first]  # the first weight layer, on its own: only rules that change its training
             offered = input_layer_rules(rules) if alone else rules
-            candidates = {(kind if alone and not changes_first_layer(rule) else rule): _with_rule(copy.deepcopy(part), rule)
+            candidates = {rule_choice_key(rule, kind, alone): _with_rule(copy.deepcopy(part), rule)
                           for rule in offered}
             if alone and len(candidates) == 1:
                 net.set_submodule(group, next(iter(candidates.values())))

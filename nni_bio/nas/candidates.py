@@ -112,6 +112,12 @@ def op_rule_candidates(
     return out
 
 
+def rule_choice_key(rule: str, kind: str, input_layer: bool) -> str:
+    """The key of ``rule``'s candidate in a rule-only choice: the rule's name, or in a first weight layer the
+    layer ``kind`` (``conv2d``/``linear``) for every error-only rule."""
+    return kind if input_layer and not changes_first_layer(rule) else rule
+
+
 def canonical_candidate(value: object, offered: Iterable[object]) -> str | None:
     """The candidate of ``offered`` that a first-layer ``value`` naming an error-only rule stands for, else None.
 

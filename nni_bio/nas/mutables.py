@@ -22,8 +22,8 @@ from torch import nn  # noqa: E402
 
 from nni_bio.core._registry import get_rule  # noqa: E402
 from nni_bio.core.errors import NniBioError  # noqa: E402
-from nni_bio.nas.candidates import (OpBuilder, canonical_candidate, changes_first_layer, check_rules,  # noqa: E402
-                                    input_layer_rules, op_rule_candidates)
+from nni_bio.nas.candidates import (OpBuilder, canonical_candidate, check_rules, input_layer_rules,  # noqa: E402
+                                    op_rule_candidates, rule_choice_key)
 
 __all__ = ["InvalidSampleError", "LayerChoice", "ModelSpace", "op_rule_choice", "rule_choice", "rule_layer",
            "search_space_json", "freeze", "input_layer_labels"]
@@ -60,7 +60,7 @@ def rule_choice(kind: str, *, rules: Iterable[str], label: str, input_layer: boo
         ['fa', 'usf']
     """
     names = input_layer_rules(rules) if input_layer else check_rules(rules)
-    candidates = {(name if not input_layer or changes_first_layer(name) else kind): rule_layer(kind, name, **shape)
+    candidates = {rule_choice_key(name, kind, input_layer): rule_layer(kind, name, **shape)
                   for name in names}
     if input_layer and len(candidates) == 1:
         return next(iter(candidates.values()))
@@ -123,11 +123,12 @@ def freeze(space: ModelSpace, sample: Mapping[str, Any]) -> nn.Module:
     if missing:
         raise InvalidSampleError(f"the sample lacks the slot(s) {', '.join(missing)}; it has {', '.join(sorted(sample))}")
     sample = dict(sample)
+    first_layers = input_layer_labels(space)
     for label, mutable in mutables.items():  # an HPO tuner gives an input choice as an index
         if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1 and isinstance(sample[label], int):
             sample[label] = [sample[label]]
         canonical = canonical_candidate(sample[label], mutable.values) if isinstance(mutable, Categorical) else None
-        if canonical is not None and label in input_layer_labels(space):
+        if canonical is not None and label in first_layers:
             warnings.warn(f"slot {label!r} is the first weight layer: under every error-only rule its update is the "
                           f"exact local gradient, so {sample[label]!r} is read as {canonical!r}", FirstLayerNote,
                           stacklevel=2)

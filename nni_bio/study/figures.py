@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nni_bio.nas.candidates import EXACT_LOCAL_GRADIENT, INPUT_LAYER_KINDS
+
 RULE_COLOURS = {"backprop": "#4d4d4d", "fa": "#1f77b4", "usf": "#ff7f0e", "frsf": "#2ca02c", "brsf": "#d62728",
                 "kp": "#9467bd", "dfa": "#8c564b", "softhebb": "#e377c2", "other": "#cfcfcf", None: "#9e9e9e",
-                "exact local gradient": "#e0e0e0"}
+                EXACT_LOCAL_GRADIENT: "#e0e0e0"}
 _EXTRA = ["#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78"]
 
 
@@ -173,7 +175,7 @@ def architecture_figure(arms: Mapping[str, Mapping[str, Any]], path: Path, title
                 sample = arms[arm]["genotype"].get("sample", {})
                 candidate = str(sample.get(layer.split(".")[0], ""))
                 # a rule-only choice names no op; a first layer on the exact local gradient is named by its op alone
-                named_op = "@" in candidate or (rule == "exact local gradient" and candidate not in ("", "conv2d", "linear"))
+                named_op = "@" in candidate or (rule == EXACT_LOCAL_GRADIENT and candidate not in ("", *INPUT_LAYER_KINDS))
                 op = parse_candidate(candidate)[0] if named_op else ""
                 ax.text(i + 0.47, -r, f"{layer}\n{op}" if op else layer, fontsize=5.5, ha="center", va="center",
                         color="white" if rule in ("backprop", "fa", "dfa", "kp", "brsf") else "black")
