@@ -198,6 +198,70 @@ class _SignFeedbackFunction(torch.autograd.Function):
         return gx, gw if nw else None, gb, None, None, None, None
 
 
+_autograd_c = torch._C._autograd
+_push_hooks = getattr(_autograd_c, "_push_saved_tensors_default_hooks", None)
+_pop_hooks = getattr(_autograd_c, "_pop_saved_tensors_default_hooks", None)
+_hooks_enabled = getattr(_autograd_c, "_saved_tensors_hooks_is_enabled", None)
+_top_hooks = getattr(_autograd_c, "_top_saved_tensors_default_hooks", None)
+_HOOKS_AVAILABLE = None not in (_push_hooks, _pop_hooks, _hooks_enabled, _top_hooks)
+
+
+def _modified(t: Tensor, saved_version: int) -> RuntimeError:
+    return RuntimeError(
+        "one of the variables needed for gradient computation has been modified by an inplace operation: "
+        f"[{t.type()} {list(t.shape)}] is at version {t._version}; expected version {saved_version} instead. "
+        "(nni-bio: a rule layer's input, weight or feedback was changed in place between its forward and backward)")
+
+
+class _FeedbackInWeightsPlace:
+    """Saved-tensor hooks for one convolution call: autograd's own convolution node saves the feedback B
+    (or, for a sign-concordant rule, what builds it) in W's place.
+
+    The backward of ``F.conv2d`` is ``convolution_backward(g, x, W)``, and it reads W only for the input
+    gradient (the weight gradient needs W's shape alone). With B in W's place it gives the rule's input
+    gradient and the exact local weight and bias gradients: what the rule's own backward computes, the
+    same call with the same arguments, but run by autograd in C++, with no Python function per layer and
+    step. Autograd does not check the version of a tensor saved through hooks, so :meth:`unpack` does:
+    changing the input, W (sign rules) or B in place before the backward is refused, as before.
+    """
+
+    __slots__ = ("weight", "matrix", "magnitude", "feedback")
+
+    def __init__(self, weight: Tensor, matrix: Tensor | None, magnitude: Tensor | float | None,
+                 feedback: Feedback) -> None:
+        # matrix: a ready B (feedback_weight); else B = sign(weight) * magnitude, built in the backward
+        self.weight, self.matrix, self.magnitude, self.feedback = weight, matrix, magnitude, feedback
+
+    def pack(self, t: Tensor) -> tuple[Tensor | None, int]:
+        if t is self.weight:
+            return None, (t if self.matrix is None else self.matrix)._version
+        return t, t._version
+
+    def unpack(self, packed: tuple[Tensor | None, int]) -> Tensor:
+        t, version = packed
+        if t is not None:
+            if t._version != version:
+                raise _modified(t, version)
+            return t
+        matrix, magnitude = self.matrix, self.magnitude
+        if matrix is not None:
+            if matrix._version != version:
+                raise _modified(matrix, version)
+            return matrix
+        weight = self.weight
+        if weight._version != version:
+            raise _modified(weight, version)
+        weight = weight.detach()  # the sign source: never differentiated (create_graph included)
+        return torch.sign(weight, out=self.feedback.scratch(weight)).mul_(magnitude)
+
+
+def _autograd_can_keep_feedback() -> bool:
+    """Whether a convolution may hand its feedback to autograd's node (:class:`_FeedbackInWeightsPlace`):
+    not while tracing, and not inside someone else's saved-tensor hooks (checkpointing, offloading), which
+    must see every saved tensor."""
+    return not torch.compiler.is_compiling() and _HOOKS_AVAILABLE and _hooks_enabled() and _top_hooks(False) is None
+
+
 class RuleLayer(nn.Module):
     """Base of the layers hosting a learning rule: ``weight``, ``bias``, ``feedback``, ``rule`` and ``seed``."""
 
@@ -205,6 +269,8 @@ class RuleLayer(nn.Module):
     weight: nn.Parameter
     bias: nn.Parameter | None
     feedback: Feedback
+    #: a convolution's rule backward is autograd's own with B in W's place (_FeedbackInWeightsPlace)
+    _saves_feedback_in_weights_place = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -276,6 +342,11 @@ class RuleLayer(nn.Module):
     def _apply_rule(self, fb: Feedback, x: Tensor, weight: Tensor, bias: Tensor | None, master: Tensor) -> Tensor:
         if getattr(fb, "_sign_path", False) and "feedback_weight" not in fb.__dict__:  # a SignFeedback as written
             magnitude = fb.sign_magnitude(master, self.training)
+            if self._saves_feedback_in_weights_place and weight is master and _autograd_can_keep_feedback():
+                if isinstance(magnitude, Tensor) and magnitude.requires_grad:
+                    raise RuleContractError(f"rule {self.rule_name!r}: sign_magnitude() returned a tensor that "
+                                            "requires grad; compute it under torch.no_grad() or .detach() it")
+                return self._conv_with_feedback_saved(x, weight, bias, _FeedbackInWeightsPlace(weight, None, magnitude, fb))
             source = None if weight is master else master.detach()  # autocast: the sign of the fp32 master
             if not isinstance(magnitude, Tensor):
                 return _SignFeedbackFunction.apply(x, weight, bias, source, None, float(magnitude), self)
@@ -291,7 +362,19 @@ class RuleLayer(nn.Module):
                 "it under torch.no_grad() or .detach() it; if the feedback is meant to learn, declare "
                 "RuleInfo(learned_feedback=True) and return a Parameter that does not depend on W."
             )
+        if self._saves_feedback_in_weights_place and weight is master and not matrix.requires_grad \
+                and fb._default_backward and not fb.needs_output and "backward" not in fb.__dict__ \
+                and _autograd_can_keep_feedback():
+            return self._conv_with_feedback_saved(x, weight, bias, _FeedbackInWeightsPlace(weight, matrix, None, fb))
         return _RuleFunction.apply(x, weight, bias, matrix, self)
+
+    def _conv_with_feedback_saved(self, x: Tensor, weight: Tensor, bias: Tensor | None,
+                                  hooks: _FeedbackInWeightsPlace) -> Tensor:
+        _push_hooks(hooks.pack, hooks.unpack)
+        try:
+            return self.op.forward(x, weight, bias)
+        finally:
+            _pop_hooks()
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"rule": self.rule_name, "seed": self.seed}
@@ -329,6 +412,8 @@ class RuleConv2d(RuleLayer):
     ``padding`` is an int, a pair or ``"same"``/``"valid"``, as for ``nn.Conv2d``; ``layer.padding``
     gives it back as given (a pair or the string), ready for ``F.conv2d``.
     """
+
+    _saves_feedback_in_weights_place = True
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *, rule: LearningRule,

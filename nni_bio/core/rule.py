@@ -118,6 +118,11 @@ class Feedback(nn.Module):
     needs_output: ClassVar[bool] = False
     host_state: ClassVar[tuple[str, ...]] = ()
     _sign_path: ClassVar[bool] = False  # see SignFeedback
+    _default_backward: ClassVar[bool] = True  # backward is Feedback.backward: op.grads with feedback_weight's B
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._default_backward = cls.backward is Feedback.backward
 
     def feedback_weight(self, weight: Tensor, training: bool) -> Tensor:
         """Tensor of ``weight``'s shape that replaces W when the error is sent to the layer below.
