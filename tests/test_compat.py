@@ -259,3 +259,42 @@ def test_v3_parameter_binding_refuses_a_manager_it_does_not_know(tmp_path):
     with pytest.raises(RuntimeError, match="cannot bind trial parameters"):
         _compat.patch_v3_parameter_binding(str(tmp_path))
     assert compat_js.read_text() == "class V3asV1 {}\n"
+
+
+def test_a_lean_trial_imports_nni_without_scipy_stats_or_pandas_and_both_still_work_later():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from nni_bio.nas import _compat
+        _compat.lean_trial()
+        import nni, nni.mutable, json_tricks
+        print("AFTER_IMPORT", "nni" in sys.modules, "scipy.stats" in sys.modules, "pandas" in sys.modules)
+        x = nni.mutable.Numerical(0.0, 1.0, label="x")  # the stand-in calls scipy.stats.uniform, imported now
+        assert 0.0 <= x.random() <= 1.0
+        assert type(x.distribution).__module__.startswith("scipy.stats")
+        normal = nni.mutable.Numerical(mu=0.0, sigma=1.0, label="n")
+        assert abs(normal.distribution.mean()) < 1e-12
+        import scipy.stats, pandas
+        assert type(scipy.stats).__name__ == "module" and hasattr(scipy.stats, "ttest_ind")  # the real module
+        assert pandas.DataFrame({"a": [1]}).shape == (1, 1)
+        assert json_tricks.loads(json_tricks.dumps({"a": [1, 2.5]})) == {"a": [1, 2.5]}
+        print("OK")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "AFTER_IMPORT True False False" in proc.stdout and "OK" in proc.stdout
+
+
+def test_the_stand_in_is_skipped_when_nni_or_scipy_stats_is_already_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys, scipy.stats\nreal = scipy.stats\nfrom nni_bio.nas import _compat\n_compat.lean_trial()\n"
+            "import nni.mutable.mutable as m\nassert sys.modules['scipy.stats'] is real and m.norm is real.norm\nprint('OK')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
-"""Trial start-up (issue 11 item 4): a multi-trial trial imports neither pytorch-lightning (nor what it
-pulls in), scikit-learn nor torch._dynamo; the numpy stand-ins give exactly what scikit-learn gave and
-the lean optimizers exactly what torch's give."""
+"""Trial start-up (issue 11 item 4, issue 19 item 4): a multi-trial trial imports neither pytorch-lightning
+(nor what it pulls in), scikit-learn, torch._dynamo, scipy.stats nor pandas; the numpy stand-ins give exactly
+what scikit-learn gave and the lean optimizers exactly what torch's give."""
 
 from __future__ import annotations
 
@@ -52,18 +52,27 @@ def test_digits_splits_are_the_scikit_learn_ones() -> None:
         assert np.array_equal(ours["test"], np.sort(test)) and np.array_equal(ours["train+val"], np.sort(rest))
 
 
-def test_a_digits_trial_does_not_import_lightning_or_scikit_learn(tmp_path) -> None:
-    sample = {"conv1": "conv_3x3", "conv2": "sep_conv_3x3@usf", "fc": "frsf"}
+RESNET8 = ("fc", "s1b0c1", "s1b0c2", "s2b0c1", "s2b0c2", "s2b0proj", "s3b0c1", "s3b0c2", "s3b0proj")
+TRIALS = {  # the shipped digits trial; the Fashion-MNIST study's ResNet-8 trial (on digits), with brSF's host state
+    "tiny": ["--space", "tiny", "--sample", json.dumps({"conv1": "conv_3x3", "conv2": "sep_conv_3x3@usf", "fc": "frsf"})],
+    "rule_per_layer": ["--space", "rule_per_layer", "--space-args", json.dumps({"depth": 8, "width": 4}),
+                       "--sample", json.dumps({label: "brsf" for label in RESNET8})],
+}
+
+
+@pytest.mark.parametrize("space", sorted(TRIALS))
+def test_a_trial_does_not_import_lightning_scikit_learn_or_dynamo(tmp_path, space) -> None:
+    argv = ["nni_bio.trial", "--dataset", "digits", "--epochs", "1", "--train-limit", "64", *TRIALS[space],
+            "--output", str(tmp_path)]
     code = (  # python -m nni_bio.trial ..., then a look at what it imported
         "import runpy, sys\n"
-        f"sys.argv = ['nni_bio.trial', '--space', 'tiny', '--dataset', 'digits', '--epochs', '1', '--train-limit',"
-        f" '64', '--sample', {json.dumps(json.dumps(sample))}, '--output', {str(tmp_path)!r}]\n"
+        f"sys.argv = {argv!r}\n"
         "try:\n"
         "    runpy.run_module('nni_bio.trial', run_name='__main__', alter_sys=True)\n"
         "except SystemExit as exit:\n"
         "    status = exit.code\n"
         "heavy = sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics', 'torchvision', 'sklearn',"
-        " 'tianshou', 'torch._dynamo') if m in sys.modules)\n"
+        " 'tianshou', 'torch._dynamo', 'scipy.stats', 'pandas') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
         "sys.exit(status)\n"
     )

@@ -497,10 +497,64 @@ def lean_trial() -> None:
     """
     global _lean
     _lean = True
+    import_nni_without_scipy_stats_or_pandas()
     if "NNI_FRAMEWORK" not in os.environ:
         from nni.common.framework import set_default_framework
 
         set_default_framework("none")
+
+
+class _ScipyStatsOnFirstUse:
+    """Stands for ``scipy.stats.<name>`` in ``nni.mutable.mutable``, which imports four distributions at
+    its top and calls them only to build a ``Numerical`` mutable: the real one is imported then."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _real(self):  # noqa: ANN202 (a scipy distribution)
+        import scipy.stats
+
+        return getattr(scipy.stats, self._name)
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        return self._real()(*args, **kwargs)
+
+    def __getattr__(self, attribute: str):  # noqa: ANN204
+        return getattr(self._real(), attribute)
+
+    def __repr__(self) -> str:
+        return f"<scipy.stats.{self._name}, imported on first use>"
+
+
+_NNI_SCIPY_STATS = ("norm", "lognorm", "uniform", "loguniform")  # what nni/mutable/mutable.py imports
+
+
+def import_nni_without_scipy_stats_or_pandas() -> None:
+    """Import ``nni`` without ``scipy.stats`` (about 0.3 s) and ``pandas`` (0.1 s), which a trial never uses.
+
+    ``nni/__init__.py`` imports ``nni.mutable``, whose module imports ``scipy.stats`` distributions for
+    ``Numerical`` mutables, and ``json_tricks``, which imports ``pandas`` only to see whether it is there.
+    While ``nni`` is imported here, ``scipy.stats`` is a stand-in whose four distributions import the real
+    module when first called, and ``pandas`` reads as absent (json_tricks then leaves out its DataFrame
+    encoders; NNI sends no DataFrame to or from a trial). Both entries leave ``sys.modules`` afterwards,
+    so any later ``import scipy.stats`` or ``import pandas`` gets the real package. Nothing happens when
+    ``nni``, ``scipy.stats`` or ``pandas`` is already imported.
+    """
+    if any(name in sys.modules for name in ("nni", "scipy.stats", "pandas", "json_tricks")):
+        return
+    import types
+
+    stand_in = types.ModuleType("scipy.stats", "nni-bio: scipy.stats imported on first use (nni_bio.nas._compat)")
+    for name in _NNI_SCIPY_STATS:
+        setattr(stand_in, name, _ScipyStatsOnFirstUse(name))
+    sys.modules["scipy.stats"], sys.modules["pandas"] = stand_in, None  # type: ignore[assignment]
+    try:
+        import nni  # noqa: F401
+    finally:
+        if sys.modules.get("scipy.stats") is stand_in:
+            del sys.modules["scipy.stats"]
+        if "pandas" in sys.modules and sys.modules["pandas"] is None:
+            del sys.modules["pandas"]
 
 
 def apply() -> None:

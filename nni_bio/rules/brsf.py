@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nni_bio.core.eager_under_compile import eager_under_compile
 from nni_bio.core.layers import RuleLayer
 from nni_bio.core.rule import Feedback, LearningRule, RuleInfo, SignFeedback, xavier_like, xavier_std
 
@@ -90,7 +91,7 @@ class BatchwiseSignFeedback(SignFeedback):
         offset = _mix(self.seed, self.step) % (pool.numel() - n + 1)
         return pool.as_strided(weight.shape, self._pool[2], offset)
 
-    @torch.compiler.disable  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
+    @eager_under_compile  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
     def sign_magnitude(self, weight: Tensor, training: bool) -> Tensor:
         if training:
             self.step += 1
