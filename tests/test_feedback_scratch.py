@@ -32,13 +32,20 @@ def feedback_of(layer, training: bool = True) -> torch.Tensor:
 
 @pytest.mark.parametrize("rule", SIGN_RULES)
 def test_buffer_is_reused_from_step_to_step(rule: str) -> None:
-    layer = nni_bio.get_rule(rule).conv2d(3, 4, 3, padding=1).train()
-    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    layer = nni_bio.get_rule(rule).conv2d(64, 64, 3, padding=1).train()  # 144 KiB of weights
+    x = torch.randn(1, 64, 4, 4, requires_grad=True)
     pointers = set()
     for _ in range(4):
         layer(x).sum().backward()
         pointers.add(layer.feedback._scratch.data_ptr())
     assert len(pointers) == 1
+
+
+@pytest.mark.parametrize("rule", SIGN_RULES)
+def test_a_small_weight_gets_a_fresh_tensor_instead(rule: str) -> None:
+    layer = nni_bio.get_rule(rule).conv2d(3, 4, 3, padding=1).train()  # 432 bytes: malloc's free lists serve it
+    layer(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
+    assert "_scratch" not in layer.feedback.__dict__
 
 
 @pytest.mark.parametrize("rule", SIGN_RULES)
@@ -86,19 +93,19 @@ def test_a_caller_keeps_what_feedback_weight_returned(rule: str) -> None:
 
 @pytest.mark.parametrize("rule", SIGN_RULES)
 def test_copies_get_their_own_buffer(rule: str) -> None:
-    layer = nni_bio.get_rule(rule).conv2d(3, 4, 3, padding=1).train()
-    layer(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
+    layer = nni_bio.get_rule(rule).conv2d(64, 64, 3, padding=1).train()
+    layer(torch.randn(1, 64, 4, 4, requires_grad=True)).sum().backward()
     twin = copy.deepcopy(layer)
     assert "_scratch" not in twin.feedback.__dict__
-    twin(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
+    twin(torch.randn(1, 64, 4, 4, requires_grad=True)).sum().backward()
     assert twin.feedback._scratch.data_ptr() != layer.feedback._scratch.data_ptr()
 
 
 def test_buffer_follows_dtype_and_shape() -> None:
-    layer = nni_bio.get_rule("usf").conv2d(3, 4, 3, padding=1).train()
-    layer(torch.randn(2, 3, 5, 5, requires_grad=True)).sum().backward()
+    layer = nni_bio.get_rule("usf").conv2d(64, 64, 3, padding=1).train()
+    layer(torch.randn(1, 64, 4, 4, requires_grad=True)).sum().backward()
     layer.double()
-    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 64, 4, 4, dtype=torch.float64, requires_grad=True)
     out = layer(x)
     g = torch.randn_like(out)
     out.backward(g)

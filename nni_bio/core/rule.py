@@ -53,6 +53,9 @@ def _unshared(holder: dict[str, Any], key: str) -> bool:
     return _USE_COUNT is not None and _refs(holder, key) == _FREE_REFS and _USE_COUNT(holder[key]) == 1
 
 
+#: below this size a fresh tensor costs less than the checks of reuse (malloc's free lists serve it without
+#: page faults: glibc maps only blocks of 128 KiB and up on their own), as in a supernet's thousands of small layers
+_SCRATCH_MIN_BYTES = 128 * 1024
 _USE_COUNT = getattr(Tensor, "_use_count", None)  # C++ owners of a TensorImpl (torch >= 2.1)
 _FREE_REFS = _refs({"t": object()}, "t")  # what _refs counts for an object held by the dict alone
 
@@ -143,13 +146,14 @@ class Feedback(nn.Module):
         autograd graph that saved it is still waiting for its backward (nor retained), no caller keeps
         the tensor or a view of it. Otherwise a new tensor is made (and kept for the next call). This
         saves a weight-sized allocation per layer and training step, which on the CPU also means page
-        faults each time the allocator hands the memory back to the OS. Under ``torch.compile`` it
-        returns a fresh tensor. Not part of the state dict, not copied by ``deepcopy``. (A
+        faults each time the allocator hands the memory back to the OS. Under ``torch.compile``, and for a
+        weight under 128 KiB (cheaper to allocate than to check), it returns a fresh tensor. Not part of the
+        state dict, not copied by ``deepcopy``. (A
         :class:`SignFeedback` uses it in ``feedback_weight`` and in a convolution's backward; a linear
         layer's backward builds its B in the weight gradient's memory instead.)
         """
-        if torch.compiler.is_compiling():  # traced code must stay functional
-            return torch.empty_like(weight)
+        if torch.compiler.is_compiling() or weight.nbytes < _SCRATCH_MIN_BYTES:
+            return torch.empty_like(weight)  # traced code stays functional; a small tensor is cheaper fresh
         if "_scratch" in self.__dict__ and _unshared(self.__dict__, "_scratch"):  # before naming it here
             buf = self.__dict__["_scratch"]
             if buf.stride() == weight.stride() and buf.dtype == weight.dtype and buf.device == weight.device \

@@ -93,8 +93,8 @@ class BatchwiseSignFeedback(SignFeedback):
 
     @eager_under_compile  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
     def sign_magnitude(self, weight: Tensor, training: bool) -> Tensor:
-        if training:
-            self.step += 1
+        if training:  # a plain int in __dict__: nn.Module.__setattr__'s checks cost more than the rest of this call
+            self.__dict__["step"] += 1
         return self.magnitude(weight)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
