@@ -109,6 +109,15 @@ def test_changing_the_weight_or_the_input_in_place_before_the_backward_is_refuse
         y.sum().backward()
 
 
+def test_changing_frsf_magnitudes_in_place_before_the_backward_is_refused():
+    layer = conv("frsf", "3x3")
+    y = layer(torch.randn(2, 6, 5, 5, requires_grad=True))
+    with torch.no_grad():
+        layer.feedback.magnitude.mul_(2)  # e.g. load_state_dict between a forward and its backward
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
 def test_a_retained_graph_gives_the_same_gradients_twice_and_create_graph_still_differentiates():
     for rule in RULES:
         layer = conv(rule, "3x3")

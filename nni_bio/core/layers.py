@@ -225,12 +225,13 @@ class _FeedbackInWeightsPlace:
     changing the input, W (sign rules) or B in place before the backward is refused, as before.
     """
 
-    __slots__ = ("weight", "matrix", "magnitude", "feedback")
+    __slots__ = ("weight", "matrix", "magnitude", "magnitude_version", "feedback")
 
     def __init__(self, weight: Tensor, matrix: Tensor | None, magnitude: Tensor | float | None,
                  feedback: Feedback) -> None:
         # matrix: a ready B (feedback_weight); else B = sign(weight) * magnitude, built in the backward
         self.weight, self.matrix, self.magnitude, self.feedback = weight, matrix, magnitude, feedback
+        self.magnitude_version = magnitude._version if isinstance(magnitude, Tensor) else None
 
     def pack(self, t: Tensor) -> tuple[Tensor | None, int]:
         if t is self.weight:
@@ -251,6 +252,8 @@ class _FeedbackInWeightsPlace:
         weight = self.weight
         if weight._version != version:
             raise _modified(weight, version)
+        if self.magnitude_version is not None and magnitude._version != self.magnitude_version:
+            raise _modified(magnitude, self.magnitude_version)
         weight = weight.detach()  # the sign source: never differentiated (create_graph included)
         return torch.sign(weight, out=self.feedback.scratch(weight)).mul_(magnitude)
 
