@@ -72,6 +72,38 @@ def test_rules_with_host_state_do_not_recompile_per_step():
     assert counts[0] == counts[1] and counts[0] <= 8, counts  # no graph per step; dfa's bus breaks the graph
 
 
+def test_compile_model_stages_brsf_so_its_network_is_one_graph_equal_to_eager():
+    import copy
+    import pickle
+
+    from torch._dynamo.utils import counters
+
+    from nni_bio.train.compiling import compile_model
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    brsf = nni_bio.get_rule("brsf")
+    net = nn.Sequential(brsf.conv2d(1, 4, 3, padding=1), nn.ReLU(), brsf.conv2d(4, 4, 3, padding=1), nn.Flatten(),
+                        brsf.linear(4 * 36, 3))
+    twin = copy.deepcopy(net)
+    compiled = compile_model(net, "aot_eager")
+    x = torch.randn(2, 1, 6, 6)
+    for _ in range(5):
+        compiled(x).square().sum().backward()
+        twin(x).square().sum().backward()
+    for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert [m.feedback.step for m in net if hasattr(m, "feedback")] == [5, 5, 5]
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1  # no break at the step counter
+    assert not any("staged" in key for key in net.state_dict())
+    again = pickle.loads(pickle.dumps(net))
+    assert "staged" not in again[0].feedback._buffers
+    compiled.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), twin.eval()(x))
+
+
 def test_the_one_shot_search_compiles_its_supernet():
     from nni_bio.strategies.oneshot import run_oneshot
 

@@ -91,11 +91,31 @@ class BatchwiseSignFeedback(SignFeedback):
         offset = _mix(self.seed, self.step) % (pool.numel() - n + 1)
         return pool.as_strided(weight.shape, self._pool[2], offset)
 
-    @eager_under_compile  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
     def sign_magnitude(self, weight: Tensor, training: bool) -> Tensor:
+        staged = self._buffers.get("staged")
+        if staged is not None and torch.compiler.is_compiling():
+            return staged  # traced as a buffer: stage_for_compile advanced the step before this compiled forward
+        return self._next_magnitude(weight, training)
+
+    @eager_under_compile  # host state (step, offset): run eagerly, not guarded on (and recompiled for) every step
+    def _next_magnitude(self, weight: Tensor, training: bool) -> Tensor:
         if training:  # a plain int in __dict__: nn.Module.__setattr__'s checks cost more than the rest of this call
             self.__dict__["step"] += 1
         return self.magnitude(weight)
+
+    def stage_for_compile(self, weight: Tensor, training: bool) -> None:
+        """Advance the host state for the next compiled forward, outside the graph.
+
+        :func:`nni_bio.train.compiling.compile_model` calls it for every brSF layer before each call of the
+        compiled network; the layer then reads this step's magnitudes as a buffer (``staged``, not saved in
+        the state dict), so the graph never breaks at the step counter nor is guarded on it. Called by
+        hand otherwise, it makes one step's draw, as a training forward does.
+        """
+        magnitude = self._next_magnitude(weight, training)
+        if "staged" in self._buffers:
+            self._buffers["staged"] = magnitude
+        else:
+            self.register_buffer("staged", magnitude, persistent=False)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
                               missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
@@ -110,6 +130,9 @@ class BatchwiseSignFeedback(SignFeedback):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_pool"] = state["_generator"] = None  # rebuilt on first use
+        if "staged" in state.get("_buffers", {}):  # a view of the pool: staged again before the next compiled call
+            state["_buffers"] = {k: v for k, v in state["_buffers"].items() if k != "staged"}
+            state["_non_persistent_buffers_set"] = state["_non_persistent_buffers_set"] - {"staged"}
         return state
 
 

@@ -3,9 +3,13 @@
 The default backend, ``inductor``, generates C++ (CPU) or Triton (GPU) kernels; where it cannot build
 (no C++ compiler, an unsupported platform), :func:`usable_backend` says so once and falls back to
 ``aot_eager``, which traces the same graphs (forward and backward, rule backwards included) without
-generating code. Rule layers compile as they are: their custom autograd functions are traced, brSF's
-host step counter becomes a dynamic integer after the first steps (no recompiling per step), and
-DFA's error bus breaks the graph where the output error is injected.
+generating code. Rule layers compile as they are: their custom autograd functions are traced, and
+DFA's error bus breaks the graph where the output error is injected. Host state stays out of the
+graph: before each call of the compiled network, :func:`compile_model` calls ``stage_for_compile(weight,
+training)`` on every rule layer's feedback that has one (brSF: its step counter advances and this step's
+magnitudes become a buffer the graph reads), so such a layer neither breaks the graph nor makes it
+recompile per step. Under a plain ``torch.compile(model)`` (no staging) brSF still runs its step
+eagerly, at the price of a graph break per layer.
 
 Example:
     >>> import torch, nni_bio
@@ -45,8 +49,27 @@ def usable_backend(backend: str) -> str:
 
 
 def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
-    """``torch.compile(model)`` with a backend that builds here; the parameters stay ``model``'s own."""
-    return torch.compile(model, backend=usable_backend(backend))
+    """``torch.compile(model)`` with a backend that builds here; the parameters stay ``model``'s own.
+
+    Rule layers with host state are staged before every call (see the module docstring): each of them
+    advances once per call of the compiled network, whether or not that forward runs it.
+    """
+    compiled = torch.compile(model, backend=usable_backend(backend))
+    compiled.register_forward_pre_hook(_stage_host_state(model))  # a hook of the wrapper: runs eagerly
+    return compiled
+
+
+def _stage_host_state(model: nn.Module):  # noqa: ANN202 (a forward pre-hook)
+    from nni_bio.core.layers import RuleLayer
+
+    def stage(module: nn.Module, args: object) -> None:
+        for layer in model.modules():
+            if isinstance(layer, RuleLayer):
+                feedback = layer._modules["feedback"]
+                if hasattr(feedback, "stage_for_compile"):
+                    feedback.stage_for_compile(layer.weight, layer.training)
+
+    return stage
 
 
 __all__ = ["BACKENDS", "compile_model", "usable_backend"]
