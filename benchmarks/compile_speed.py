@@ -2,12 +2,12 @@
 
 For each network (its rules in every layer, or mixed), in one process:
 
-- **eager**: median seconds per training step (forward, loss, backward, SGD step) over ``--steps`` steps
-  after ``--warmup`` steps;
 - **compile**: wall time of the first compiled steps until the step time settles (the first ``--warmup``
   steps of the compiled network, which trace, compile and recompile), minus what that many steps cost once
   compiled: the one-time price;
-- **compiled**: median seconds per step after that;
+- **eager** and **compiled**: median seconds per training step (forward, loss, backward, SGD step) over
+  ``--steps`` steps of each, taken after that in turn (eager, compiled, then compiled, eager, ...), so
+  drift of the machine hits both alike;
 - **speed-up** = eager / compiled, and **break-even**: the training steps (and epochs of ``--epoch-images``
   images) after which the compile time is paid back; ``never`` when compiled steps are not faster.
 
@@ -81,23 +81,27 @@ def tiny_supernet(rules: str, quick: bool) -> tuple[nn.Module, tuple[int, int, i
 NETWORKS: dict[str, Callable] = {"resnet8": resnet8, "tiny": tiny, "tiny-supernet": tiny_supernet}
 
 
-def step_times(model: nn.Module, shape: tuple[int, int, int], batch: int, steps: int,
-               forward: Callable | None = None) -> list[float]:
-    """Seconds of each of ``steps`` training steps on fixed random batches."""
+def stepper(model: nn.Module, shape: tuple[int, int, int], batch: int) -> Callable[..., list[float]]:
+    """``steps(n, forward=None)``: seconds of each of ``n`` training steps on a fixed random batch, with one
+    SGD optimizer (momentum) kept from call to call; ``forward`` defaults to the model itself."""
     from nni_bio.train.training import main_output
 
-    forward = model if forward is None else forward
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(batch, *shape, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(main_output(forward(x)), y).backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return times
+
+    def steps(n: int, forward: Callable | None = None) -> list[float]:
+        forward = model if forward is None else forward
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(main_output(forward(x)), y).backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        return times
+
+    return steps
 
 
 def measure(network: str, rules: str, backend: str, args: argparse.Namespace) -> dict[str, float]:
@@ -109,11 +113,16 @@ def measure(network: str, rules: str, backend: str, args: argparse.Namespace) ->
     nni_bio.enable_dfa(model) if any(m.rule_name == "dfa" for m in model.modules()
                                      if isinstance(m, nni_bio.RuleLayer)) else None
     model.train()
-    eager = step_times(model, shape, batch, args.warmup + args.steps)[args.warmup:]
+    steps = stepper(model, shape, batch)
+    steps(args.warmup)  # eager warm-up
     torch._dynamo.reset()
     compiled_forward = compile_model(model, backend)
-    first = step_times(model, shape, batch, args.warmup, compiled_forward)
-    compiled = step_times(model, shape, batch, args.steps, compiled_forward)
+    first = steps(args.warmup, compiled_forward)
+    eager, compiled = [], []
+    for round_ in range(args.steps):  # eager and compiled steps in turn, the order reversed every round
+        pair = [(eager, None), (compiled, compiled_forward)]
+        for times, forward in pair if round_ % 2 == 0 else pair[::-1]:
+            times += steps(1, forward)
     e, c = statistics.median(eager), statistics.median(compiled)
     compile_seconds = max(0.0, sum(first) - args.warmup * c)
     gain = e - c

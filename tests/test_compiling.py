@@ -97,8 +97,13 @@ def test_compile_model_stages_brsf_so_its_network_is_one_graph_equal_to_eager():
     assert [m.feedback.step for m in net if hasattr(m, "feedback")] == [5, 5, 5]
     assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1  # no break at the step counter
     assert not any("staged" in key for key in net.state_dict())
+    assert all("staged" not in m.feedback._buffers for m in net if hasattr(m, "feedback"))  # dropped after each call
     again = pickle.loads(pickle.dumps(net))
     assert "staged" not in again[0].feedback._buffers
+    plain = torch.compile(net, backend="aot_eager")  # no staging: brSF's step runs eagerly, never a stale draw
+    plain(x).square().sum().backward()
+    twin(x).square().sum().backward()
+    assert net[0].feedback.step == twin[0].feedback.step == 6
     compiled.eval()
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), twin.eval()(x))

@@ -108,14 +108,20 @@ class BatchwiseSignFeedback(SignFeedback):
 
         :func:`nni_bio.train.compiling.compile_model` calls it for every brSF layer before each call of the
         compiled network; the layer then reads this step's magnitudes as a buffer (``staged``, not saved in
-        the state dict), so the graph never breaks at the step counter nor is guarded on it. Called by
-        hand otherwise, it makes one step's draw, as a training forward does.
+        the state dict), so the graph never breaks at the step counter nor is guarded on it;
+        :meth:`unstage_for_compile` drops it after the call. Called by hand, it makes one step's draw, as a
+        training forward does.
         """
         magnitude = self._next_magnitude(weight, training)
         if "staged" in self._buffers:
             self._buffers["staged"] = magnitude
         else:
             self.register_buffer("staged", magnitude, persistent=False)
+
+    def unstage_for_compile(self) -> None:
+        """Drop what :meth:`stage_for_compile` staged (after the compiled call; its graph keeps what it saved)."""
+        if self._buffers.pop("staged", None) is not None:
+            self._non_persistent_buffers_set.discard("staged")
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, strict: bool,
                               missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:

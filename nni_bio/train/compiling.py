@@ -7,8 +7,8 @@ generating code. Rule layers compile as they are: their custom autograd function
 DFA's error bus breaks the graph where the output error is injected. Host state stays out of the
 graph: before each call of the compiled network, :func:`compile_model` calls ``stage_for_compile(weight,
 training)`` on every rule layer's feedback that has one (brSF: its step counter advances and this step's
-magnitudes become a buffer the graph reads), so such a layer neither breaks the graph nor makes it
-recompile per step. Under a plain ``torch.compile(model)`` (no staging) brSF still runs its step
+magnitudes become a buffer the graph reads) and ``unstage_for_compile()`` after it, so such a layer
+neither breaks the graph nor makes it recompile per step, and no staged draw outlives its call. Under a plain ``torch.compile(model)`` (no staging) brSF still runs its step
 eagerly, at the price of a graph break per layer.
 
 Example:
@@ -51,25 +51,44 @@ def usable_backend(backend: str) -> str:
 def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
     """``torch.compile(model)`` with a backend that builds here; the parameters stay ``model``'s own.
 
-    Rule layers with host state are staged before every call (see the module docstring): each of them
+    Rule layers with host state are staged around every call (see the module docstring): each of them
     advances once per call of the compiled network, whether or not that forward runs it.
     """
     compiled = torch.compile(model, backend=usable_backend(backend))
-    compiled.register_forward_pre_hook(_stage_host_state(model))  # a hook of the wrapper: runs eagerly
+    staging = _HostStateStaging(model)
+    # hooks of the wrapper, not of the model: they run eagerly, around the compiled forward
+    compiled.register_forward_pre_hook(staging.stage)
+    compiled.register_forward_hook(staging.unstage, always_call=True)
     return compiled
 
 
-def _stage_host_state(model: nn.Module):  # noqa: ANN202 (a forward pre-hook)
-    from nni_bio.core.layers import RuleLayer
+class _HostStateStaging:
+    """Calls ``stage_for_compile`` on every rule layer's feedback that has one before a compiled call,
+    and removes what was staged after it (the graph's saved tensors keep what its backward needs), so
+    nothing staged outlives its call: another compiled or eager forward never reads a stale draw."""
 
-    def stage(module: nn.Module, args: object) -> None:
-        for layer in model.modules():
-            if isinstance(layer, RuleLayer):
-                feedback = layer._modules["feedback"]
-                if hasattr(feedback, "stage_for_compile"):
-                    feedback.stage_for_compile(layer.weight, layer.training)
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layers: list[nn.Module] | None = None  # the model's rule layers, found on the first call
+        self.staged: list[nn.Module] = []
 
-    return stage
+    def stage(self, module: nn.Module, args: object) -> None:
+        from nni_bio.core.layers import RuleLayer
+
+        if self.layers is None:
+            self.layers = [m for m in self.model.modules() if isinstance(m, RuleLayer)]
+        self.staged = []
+        for layer in self.layers:
+            feedback = layer._modules["feedback"]  # read each call: a rule swapped in place is seen
+            if hasattr(feedback, "stage_for_compile"):
+                feedback.stage_for_compile(layer.weight, layer.training)
+                self.staged.append(feedback)
+
+    def unstage(self, module: nn.Module, args: object, output: object) -> None:
+        for feedback in self.staged:
+            if hasattr(feedback, "unstage_for_compile"):
+                feedback.unstage_for_compile()
+        self.staged = []
 
 
 __all__ = ["BACKENDS", "compile_model", "usable_backend"]
