@@ -345,17 +345,15 @@ class RuleLayer(nn.Module):
     def _apply_rule(self, fb: Feedback, x: Tensor, weight: Tensor, bias: Tensor | None, master: Tensor) -> Tensor:
         if getattr(fb, "_sign_path", False) and "feedback_weight" not in fb.__dict__:  # a SignFeedback as written
             magnitude = fb.sign_magnitude(master, self.training)
-            if self._saves_feedback_in_weights_place and weight is master and _autograd_can_keep_feedback():
-                if isinstance(magnitude, Tensor) and magnitude.requires_grad:
-                    raise RuleContractError(f"rule {self.rule_name!r}: sign_magnitude() returned a tensor that "
-                                            "requires grad; compute it under torch.no_grad() or .detach() it")
-                return self._conv_with_feedback_saved(x, weight, bias, _FeedbackInWeightsPlace(weight, None, magnitude, fb))
-            source = None if weight is master else master.detach()  # autocast: the sign of the fp32 master
-            if not isinstance(magnitude, Tensor):
-                return _SignFeedbackFunction.apply(x, weight, bias, source, None, float(magnitude), self)
-            if magnitude.requires_grad:
+            is_tensor = isinstance(magnitude, Tensor)
+            if is_tensor and magnitude.requires_grad:
                 raise RuleContractError(f"rule {self.rule_name!r}: sign_magnitude() returned a tensor that requires "
                                         "grad; compute it under torch.no_grad() or .detach() it")
+            if self._saves_feedback_in_weights_place and weight is master and _autograd_can_keep_feedback():
+                return self._conv_with_feedback_saved(x, weight, bias, _FeedbackInWeightsPlace(weight, None, magnitude, fb))
+            source = None if weight is master else master.detach()  # autocast: the sign of the fp32 master
+            if not is_tensor:
+                return _SignFeedbackFunction.apply(x, weight, bias, source, None, float(magnitude), self)
             return _SignFeedbackFunction.apply(x, weight, bias, source, magnitude, 1.0, self)
         matrix = fb.feedback_weight(master, self.training)
         if matrix.requires_grad and not self._rule.info.learned_feedback:

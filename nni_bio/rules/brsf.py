@@ -112,11 +112,7 @@ class BatchwiseSignFeedback(SignFeedback):
         :meth:`unstage_for_compile` drops it after the call. Called by hand, it makes one step's draw, as a
         training forward does.
         """
-        magnitude = self._next_magnitude(weight, training)
-        if "staged" in self._buffers:
-            self._buffers["staged"] = magnitude
-        else:
-            self.register_buffer("staged", magnitude, persistent=False)
+        self.register_buffer("staged", self._next_magnitude(weight, training), persistent=False)
 
     def unstage_for_compile(self) -> None:
         """Drop what :meth:`stage_for_compile` staged (after the compiled call; its graph keeps what it saved)."""

@@ -8,8 +8,9 @@ DFA's error bus breaks the graph where the output error is injected. Host state 
 graph: before each call of the compiled network, :func:`compile_model` calls ``stage_for_compile(weight,
 training)`` on every rule layer's feedback that has one (brSF: its step counter advances and this step's
 magnitudes become a buffer the graph reads) and ``unstage_for_compile()`` after it, so such a layer
-neither breaks the graph nor makes it recompile per step, and no staged draw outlives its call. Under a plain ``torch.compile(model)`` (no staging) brSF still runs its step
-eagerly, at the price of a graph break per layer.
+neither breaks the graph nor makes it recompile per step, and no staged draw outlives its call. Under a
+plain ``torch.compile(model)`` (no staging) brSF still runs its step eagerly, at the price of a graph
+break per layer.
 
 Example:
     >>> import torch, nni_bio
@@ -26,6 +27,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from nni_bio.core.layers import RuleLayer
 
 #: what ``--compile`` accepts ("none": eager, the default)
 BACKENDS = ("none", "inductor", "aot_eager")
@@ -73,8 +76,6 @@ class _HostStateStaging:
         self.staged: list[nn.Module] = []
 
     def stage(self, module: nn.Module, args: object) -> None:
-        from nni_bio.core.layers import RuleLayer
-
         if self.layers is None:
             self.layers = [m for m in self.model.modules() if isinstance(m, RuleLayer)]
         self.staged = []
