@@ -14,6 +14,17 @@ the upstream gradient is a fixed tensor.
 right batch size (10 classes), as ``nni_bio.enable_dfa`` would leave it. A rule that cannot build a
 layer kind (``softhebb`` on depthwise convs) shows ``n/a``.
 
+**Bare.** On the linear layer, ``fa``, ``usf``, ``frsf``, ``brsf`` and ``kp`` also show ``bare``: the rule's
+math in a bare ``autograd.Function`` with torch's kernels and nothing of nni-bio (``BareLinear``: B built
+in the backward in memory kept from step to step, then g @ B), timed in the same interleaved samples.
+The distance between the rule layer and ``bare`` is nni-bio's machinery; ``bare`` above the goal means
+the math itself costs that much on the machine, with torch's kernels (a fused kernel could do better).
+
+``--processes N`` runs the measurement in N fresh processes one after the other and shows, per
+cell, the median over the processes and their lowest-highest. On a shared 2-vCPU machine the linear
+cell's figures move by more than the goal's margin from one run to the next, minutes apart (see
+``benchmarks/README.md``); one process is one draw of that.
+
 ``--biotorch PATH`` adds, for every rule BioTorch 0.0.16 has (backprop, fa, usf, frsf, brsf, dfa), a
 second column per layer kind: BioTorch's layer of the same shape and weights, timed in the same
 interleaved samples against the same baseline. BioTorch is installed apart, without its pinned
@@ -31,6 +42,7 @@ Usage:
     python benchmarks/rule_overhead.py --quick           # small sizes, few repeats (smoke test)
     python benchmarks/rule_overhead.py --rules 'fa,usf' --kinds linear --repeats 50 --times
     python benchmarks/rule_overhead.py --threads 1 --clock cpu --biotorch /tmp/biotorch
+    python benchmarks/rule_overhead.py --kinds linear --processes 5
 """
 
 from __future__ import annotations
@@ -38,17 +50,21 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import importlib
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 import nni_bio
 from nni_bio.core.error_bus import ErrorBus
@@ -136,6 +152,61 @@ def _step_fn(module: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
     return step
 
 
+class _BareLinearRule(torch.autograd.Function):
+    """A linear layer whose input gradient is ``send(g)`` (g @ B); exact weight and bias gradients; a learned
+    B (``kp``) receives a copy of W's gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, learned: Tensor | None,
+                send: Callable[[Tensor], Tensor]) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.send, ctx.learned = send, learned is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        gw = g.t() @ x
+        return ctx.send(g), gw, g.sum(0), (gw.clone() if ctx.learned else None), None
+
+
+class BareLinear(nn.Module):
+    """A built-in rule's math in a bare ``autograd.Function``, with torch's kernels and nothing of nni-bio:
+    what the rule costs on this machine before any machinery (a reference for the rule layer's figure).
+
+    B is built in the backward in memory kept from step to step: ``fa`` a fixed B; ``usf`` sign(W), its
+    scale applied to the smaller g @ sign(W); ``frsf``/``brsf`` sign(W) * M (two passes: ``torch.copysign``
+    is one, but slower, and wrong at W = 0); ``kp`` a learned B given a copy of W's gradient.
+    """
+
+    RULES = ("fa", "usf", "frsf", "brsf", "kp")
+    SCALE = 0.03  # usf's s
+
+    def __init__(self, like: nn.Linear, rule: str):
+        super().__init__()
+        if rule not in self.RULES:
+            raise ValueError(f"no bare reference for {rule!r}; one of {', '.join(self.RULES)}")
+        self.rule = rule
+        self.weight, self.bias = nn.Parameter(like.weight.detach().clone()), nn.Parameter(like.bias.detach().clone())
+        w = self.weight.detach()
+        self.learned = nn.Parameter(torch.randn_like(w)) if rule == "kp" else None
+        self.feedback = self.learned.detach() if rule == "kp" else torch.randn_like(w)  # fa's (and kp's) B
+        self.magnitude = torch.rand_like(w)  # frsf's and brsf's M
+        self.scratch = torch.empty_like(w)
+
+    def send(self, g: Tensor) -> Tensor:
+        """g @ B."""
+        if self.rule in ("fa", "kp"):
+            return g @ self.feedback
+        sign = torch.sign(self.weight.detach(), out=self.scratch)
+        if self.rule == "usf":
+            return (g @ sign).mul_(self.SCALE)
+        return g @ sign.mul_(self.magnitude)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _BareLinearRule.apply(x, self.weight, self.bias, self.learned, self.send)
+
+
 def _time(step: Callable[[], None], clock: Callable[[], float]) -> float:
     start = clock()
     step()
@@ -162,17 +233,26 @@ class Result:
     rule_ms: float
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One (rule, layer kind) cell; None where a layer cannot be built or a figure does not apply."""
+
+    ours: Result | None
+    bio: Result | None = None  # BioTorch's layer
+    bare: Result | None = None  # the rule's math in a bare autograd.Function (BareLinear)
+
+
 def measure(kind: str, rule: str, s: Sizes, repeats: int, target_s: float,
-            clock: Callable[[], float] = time.perf_counter,
-            biotorch: bool = False) -> tuple[Result | None, Result | None]:
-    """Time one (rule, layer kind) cell: nni-bio's layer and, with ``biotorch``, BioTorch's, each
-    against the plain torch layer. None where a library cannot build that layer."""
+            clock: Callable[[], float] = time.perf_counter, biotorch: bool = False) -> Cell:
+    """Time one (rule, layer kind) cell: nni-bio's layer, with ``biotorch`` BioTorch's, and for a built-in rule
+    on a linear layer :class:`BareLinear`, each against the plain torch layer, in the same interleaved samples."""
     try:
         base, layer, shape = _layers(kind, rule, s)
     except UnsupportedLayerError:
-        return None, None
+        return Cell(None)
     bio = _biotorch_layer(kind, rule, s, layer) if biotorch else None
-    modules = [base, layer] + ([bio] if bio is not None else [])
+    bare = BareLinear(base, rule) if kind == "linear" and rule in BareLinear.RULES else None
+    modules = [base, layer] + ([bio] if bio is not None else []) + ([bare] if bare is not None else [])
     for module in modules:
         module.train()
     x = torch.randn(shape, requires_grad=True)
@@ -194,7 +274,8 @@ def measure(kind: str, rule: str, s: Sizes, repeats: int, target_s: float,
         return Result(statistics.median(ratios[i]), min(per_step[i]) / min(per_step[0]),
                       1e3 * statistics.median(per_step[0]), 1e3 * statistics.median(per_step[i]))
 
-    return result(1), (result(2) if bio is not None else None)
+    return Cell(result(1), result(2) if bio is not None else None,
+                result(len(modules) - 1) if bare is not None else None)
 
 
 def _select(names: list[str], patterns: str | None) -> list[str]:
@@ -202,6 +283,54 @@ def _select(names: list[str], patterns: str | None) -> list[str]:
         return names
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in wanted)]
+
+
+def collect(rules: list[str], kinds: list[str], sizes: Sizes, repeats: int, target_s: float,
+            clock: Callable[[], float], biotorch: bool) -> dict[str, dict[str, dict[str, dict | None]]]:
+    """rule -> kind -> ``ours``/``bio``/``bare`` -> the fields of a :class:`Result` (None: no figure)."""
+    cells: dict[str, dict[str, dict[str, dict | None]]] = {}
+    for rule in rules:
+        cells[rule] = {}
+        for kind in kinds:
+            cell = measure(kind, rule, sizes, repeats, target_s, clock, biotorch=biotorch)
+            cells[rule][kind] = {name: (asdict(r) if r is not None else None)
+                                 for name, r in (("ours", cell.ours), ("bio", cell.bio), ("bare", cell.bare))}
+        print(f"  measured {rule}", file=sys.stderr, flush=True)
+    return cells
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure over processes: the median of their ratios, their range, median ms per step."""
+
+    ratio: float
+    low: float
+    high: float
+    base_ms: float
+    rule_ms: float
+
+
+def combine(runs: list[dict], rule: str, kind: str, name: str, stat: str) -> Figure | None:
+    results = [run[rule][kind][name] for run in runs if run[rule][kind][name] is not None]
+    if not results:
+        return None
+    ratios = [r["min_ratio" if stat == "min" else "median_ratio"] for r in results]
+    return Figure(statistics.median(ratios), min(ratios), max(ratios),
+                  statistics.median(r["base_ms"] for r in results), statistics.median(r["rule_ms"] for r in results))
+
+
+def _in_fresh_processes(argv: list[str], processes: int) -> list[dict]:
+    """Run this script ``processes`` times, each in a new process, and return what each measured."""
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(processes):
+            print(f"# process {i + 1} of {processes}", file=sys.stderr, flush=True)
+            path = os.path.join(folder, f"{i}.json")
+            subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--processes", "1", "--emit", path],
+                           check=True)
+            with open(path) as f:
+                runs.append(json.load(f))
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--biotorch", metavar="PATH", default=None,
                         help="folder holding BioTorch 0.0.16 (pip install --target PATH biotorch==0.0.16 --no-deps): "
                              "adds a BioTorch column per layer kind")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="measure in this many fresh processes, one after the other, and show per cell the "
+                             "median over them and their range (default 1)")
+    parser.add_argument("--emit", metavar="JSON", default=None, help=argparse.SUPPRESS)  # a child of --processes
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -246,44 +381,61 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no rule or layer kind selected")
 
     load = os.getloadavg()[0]
+    if args.processes > 1:
+        runs = _in_fresh_processes(list(sys.argv[1:] if argv is None else argv), args.processes)
+    else:
+        runs = [collect(rules, kinds, sizes, repeats, target, clock, bool(args.biotorch))]
+        if args.emit:
+            with open(args.emit, "w") as f:
+                json.dump(runs[0], f)
+            return 0
     print(f"# torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, CPU; "
           f"linear {sizes.batch}x{sizes.features}->{sizes.features}; conv batch {sizes.batch}, "
           f"{sizes.channels} channels, {sizes.image}x{sizes.image}; {repeats} repeats; {args.clock} clock; "
           + ("fastest rule step / fastest BP step" if args.stat == "min" else "median rule/BP time per step"))
     header = ["rule"] + [h for kind in kinds for h in ([kind, f"{kind} BioTorch"] if args.biotorch else [kind])]
-    rows, misses, comparisons = [], [], []
+    rows, misses, bares, comparisons = [], [], [], []
     for rule in rules:
         cells = []
         for kind in kinds:
-            ours, bio = measure(kind, rule, sizes, repeats, target, clock, biotorch=bool(args.biotorch))
+            ours, bio, bare = (combine(runs, rule, kind, name, args.stat) for name in ("ours", "bio", "bare"))
             for result, library in ((ours, "nni-bio"), (bio, "BioTorch")):
                 if library == "BioTorch" and not args.biotorch:
                     continue
                 if result is None:
                     cells.append("n/a" if library == "nni-bio" or rule in BIOTORCH_RULES else "-")
                     continue
-                ratio = result.min_ratio if args.stat == "min" else result.median_ratio
+                spread = f" [{result.low:.2f}-{result.high:.2f}]" if args.processes > 1 else ""
+                reference = f" bare {bare.ratio:.2f}" if library == "nni-bio" and bare is not None else ""
                 times = f" ({result.base_ms:.2f}/{result.rule_ms:.2f} ms)" if args.times else ""
-                cells.append(f"{ratio:.2f}{times}")
-                if library == "nni-bio" and rule in GOAL_RULES and ratio > GOAL:
-                    misses.append(f"{rule}/{kind} {ratio:.2f}")
+                cells.append(f"{result.ratio:.2f}{spread}{reference}{times}")
+                if library == "nni-bio" and rule in GOAL_RULES and result.ratio > GOAL:
+                    misses.append(f"{rule}/{kind} {result.ratio:.2f}"
+                                  + (f" (bare {bare.ratio:.2f})" if bare is not None else ""))
+            if bare is not None and rule in GOAL_RULES and bare.ratio > GOAL:
+                bares.append(f"{rule}/{kind} {bare.ratio:.2f}")
             if ours is not None and bio is not None and rule != "backprop":  # backprop: plain torch in both
-                pick = (lambda r: r.min_ratio) if args.stat == "min" else (lambda r: r.median_ratio)
-                comparisons.append((rule, kind, pick(ours), pick(bio)))
+                comparisons.append((rule, kind, ours.ratio, bio.ratio))
         rows.append([rule] + cells)
-        print(f"  measured {rule}", file=sys.stderr, flush=True)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
     print(f"# 1-minute load average: {load:.2f} at start, {os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)")
+    if args.processes > 1:
+        print(f"# each figure: the median over {args.processes} fresh processes [lowest-highest]")
+    if any(runs[0][r][k]["bare"] is not None for r in rules for k in kinds):
+        print("# bare: the rule's math in a bare autograd.Function with torch's kernels (BareLinear), "
+              "in the same samples")
     goal = [r for r in GOAL_RULES if r in rules]
     if goal and args.quick:
         print(f"# quick mode: layers this small measure the fixed per-call cost, not the goal (<= {GOAL:.2f})")
     elif goal:
         verdict = "met" if not misses else "missed: " + ", ".join(misses)
         print(f"# goal <= {GOAL:.2f} for {', '.join(goal)}: {verdict}")
+        if bares:
+            print(f"# the rule's math alone, in a bare function, is above the goal on: {', '.join(bares)}")
     if args.biotorch:
         # the noise of the run: how far the backprop row (the same plain layer on both sides) strays from 1
         noise = max([abs(float(c.split()[0]) - 1) for c in rows[rules.index("backprop")][1::2]
