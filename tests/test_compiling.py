@@ -1,9 +1,11 @@
 """``--compile``: torch.compile'd training matches eager, rules with host state do not recompile per step, the
-one-shot search compiles its supernet, and inductor falls back to aot_eager where it cannot build."""
+one-shot search compiles its supernet, a network with DFA layers is warned about, and inductor falls back to
+aot_eager where it cannot build."""
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ import nni_bio
 from nni_bio.data import get_dataset
 from nni_bio.train.compiling import compile_model, usable_backend
 from nni_bio.train.training import TrainConfig, train
+
+# these tests compile networks with a DFA layer on purpose; the warning about it is tested once, below
+pytestmark = pytest.mark.filterwarnings("ignore:.*read the output error from the error bus")
 
 #: every layer on another rule, host state (brsf's step) and the error bus (dfa) included
 RULES = ("brsf", "dfa", "kp", "usf")
@@ -125,6 +130,15 @@ def test_a_search_that_samples_a_path_per_step_refuses_to_compile():
 
     with pytest.raises(NniBioError, match="enas samples one path per step"):
         run_oneshot("tiny", "enas", "digits", epochs=1, compile="aot_eager", space_args={"width": 4})
+
+
+def test_compile_model_warns_that_dfa_layers_break_the_graph_and_only_then():
+    with pytest.warns(UserWarning, match=r"1 layer\(s\) of this network read the output error .*slower compiled"):
+        compile_model(mixed_net(), "aot_eager")
+    without_dfa = nn.Sequential(nni_bio.get_rule("usf").linear(4, 3), nn.ReLU(), nni_bio.get_rule("brsf").linear(3, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compile_model(without_dfa, "aot_eager")
 
 
 def test_inductor_falls_back_to_aot_eager_where_it_cannot_build(monkeypatch):

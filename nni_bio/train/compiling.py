@@ -55,8 +55,17 @@ def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
     """``torch.compile(model)`` with a backend that builds here; the parameters stay ``model``'s own.
 
     Rule layers with host state are staged around every call (see the module docstring): each of them
-    advances once per call of the compiled network, whether or not that forward runs it.
+    advances once per call of the compiled network, whether or not that forward runs it. A network with
+    layers whose rule reads the output error (DFA) compiles with a graph break at each of them, and
+    every such network ``benchmarks/compile_speed.py`` measured ran slower compiled than eager: a
+    warning says so.
     """
+    bus_layers = sum(isinstance(m, RuleLayer) and m.rule.info.needs_global_error for m in model.modules())
+    if bus_layers:
+        warnings.warn(f"{bus_layers} layer(s) of this network read the output error from the error bus "
+                      "(DFA); the compiled graph breaks at each of them, and such networks measured slower "
+                      "compiled than eager (benchmarks/compile_speed.py). Leave --compile off for them "
+                      "unless a measurement on your machine says otherwise.", stacklevel=2)
     compiled = torch.compile(model, backend=usable_backend(backend))
     staging = _HostStateStaging(model)
     # hooks of the wrapper, not of the model: they run eagerly, around the compiled forward
