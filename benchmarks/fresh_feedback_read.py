@@ -3,7 +3,7 @@
 A sign rule's backward builds B = sign(W) (times a magnitude) and then computes g @ B; torch's layer
 computes g @ W, with W clean in the cache since the forward read it. This script times, in each of
 ``--processes`` fresh processes, with the shapes of ``rule_overhead.py``'s linear cell (g: 64 x 1024,
-W: 1024 x 1024), over six weights in turn, the variants interleaved:
+W: 1024 x 1024), over six weights in turn, in rounds of 60 calls of each variant in turn:
 
 - ``g @ W``: torch's own input gradient;
 - ``sign; g @ W``: the sign pass, then the product reading W;
