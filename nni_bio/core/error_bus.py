@@ -83,6 +83,11 @@ def enable_dfa(model: nn.Module, select_output: Callable[[Any], Tensor] = main_o
     return model
 
 
+def error_readers(model: nn.Module) -> list[RuleLayer]:
+    """The rule layers of ``model`` whose rule reads the output error (``RuleInfo.needs_global_error``: DFA)."""
+    return [m for m in model.modules() if isinstance(m, RuleLayer) and m.rule.info.needs_global_error]
+
+
 def error_bus(model: nn.Module) -> ErrorBus | None:
     """The bus installed by :func:`enable_dfa`, if any."""
     return getattr(model, _BUS_ATTR, None)

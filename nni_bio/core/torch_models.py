@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nni_bio.core._registry import get_rule
-from nni_bio.core.error_bus import enable_dfa
+from nni_bio.core.error_bus import enable_dfa, error_readers
 from nni_bio.core.errors import UnsupportedLayerError
 from nni_bio.core.layers import Conv2dOp, RuleConv2d, RuleLayer, RuleLinear
 from nni_bio.core.rule import LearningRule
@@ -199,7 +199,7 @@ def convert(model: nn.Module, rule: RuleChoice = "backprop", *, include: str | I
     if skipped:
         warnings.warn(f"nni_bio.convert left {len(skipped)} layer(s) with weights as they were (they train with "
                       f"exact gradients): {', '.join(skipped)}", NotConvertedWarning, stacklevel=2)
-    if any(isinstance(m, RuleLayer) and m.rule.info.needs_global_error for m in model.modules()):
+    if error_readers(model):
         enable_dfa(model)
     return model
 

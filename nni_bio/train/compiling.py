@@ -28,6 +28,7 @@ import warnings
 import torch
 from torch import nn
 
+from nni_bio.core.error_bus import error_readers
 from nni_bio.core.layers import RuleLayer
 
 #: what ``--compile`` accepts ("none": eager, the default)
@@ -60,9 +61,9 @@ def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
     every such network ``benchmarks/compile_speed.py`` measured ran slower compiled than eager: a
     warning says so.
     """
-    bus_layers = sum(isinstance(m, RuleLayer) and m.rule.info.needs_global_error for m in model.modules())
-    if bus_layers:
-        warnings.warn(f"{bus_layers} layer(s) of this network read the output error from the error bus "
+    readers = len(error_readers(model))
+    if readers:
+        warnings.warn(f"{readers} layer(s) of this network read the output error from the error bus "
                       "(DFA); the compiled graph breaks at each of them, and such networks measured slower "
                       "compiled than eager (benchmarks/compile_speed.py). Leave --compile off for them "
                       "unless a measurement on your machine says otherwise.", stacklevel=2)
