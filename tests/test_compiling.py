@@ -78,12 +78,9 @@ def test_rules_with_host_state_do_not_recompile_per_step():
 
 
 def test_compile_model_stages_brsf_so_its_network_is_one_graph_equal_to_eager():
-    import copy
     import pickle
 
     from torch._dynamo.utils import counters
-
-    from nni_bio.train.compiling import compile_model
 
     torch._dynamo.reset()
     counters.clear()
